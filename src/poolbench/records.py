@@ -1,0 +1,127 @@
+"""One record per run: what was run, what it scored, on which examples, with which software.
+
+A record is a directory holding `record.json` and `predictions.parquet` (one row per test
+example: id, label, prediction, probs). A fine-tuning job writes one record into its Hydra
+output dir; a probe job writes one per (pooling, layer, seed) under `<output_dir>/records/`.
+Writes are atomic (temporary file, then rename), so a killed job never leaves a record that
+reads as finished. report.py reads records and nothing else.
+
+record.json keys:
+  schema      RECORD_SCHEMA
+  run_id      hash of the config entries that change the numbers (see `run_identity`)
+  status      "finished" | "failed"
+  study       the study (W&B group) it was launched under
+  factors     backbone, family, init, task, mode, pooling, layer (absolute: 0 = embeddings),
+              num_layers, seed, max_train_examples: one column each in the report
+  metrics     val/acc, val/f1 (at the selected setting), test/acc, test/f1, n_test, ...
+  selection   what validation chose (epoch, weight decay, ...)
+  timings     seconds per phase
+  config      the resolved config, enums as strings
+  versions    python, torch, transformers, ... ; git_commit; created (UTC ISO time)
+  error       the exception text, for failed runs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+RECORD_SCHEMA = 1
+RECORD_FILE = "record.json"
+PREDICTIONS_FILE = "predictions.parquet"
+
+# Config entries that cannot change a run's numbers: where outputs go, how they are
+# logged, what the study is called, progress bars. Everything else is the run's identity.
+_NOT_IDENTITY = {"paths", "logger", "study", "skip_finished"}
+_NOT_IDENTITY_TRAINER = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps"}
+
+
+def run_identity(config: dict[str, Any]) -> str:
+    """A short stable hash of the resolved config entries that determine the numbers."""
+    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    if isinstance(identity.get("trainer"), dict):
+        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in _NOT_IDENTITY_TRAINER}
+    canonical = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("poolbench", "torch", "transformers", "datasets", "lightning", "hydra-core", "wandb",
+                    "torchmetrics", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the poolbench checkout that ran, with '+dirty' for uncommitted changes."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def write_record(run_dir: Path, record: dict[str, Any], predictions: pd.DataFrame | None = None) -> Path:
+    """Write predictions first, then record.json: a record that exists is complete."""
+    run_dir = Path(run_dir)
+    record = {
+        "schema": RECORD_SCHEMA,
+        **record,
+        "versions": software_versions(),
+        "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if predictions is not None:
+        _atomic_write_bytes(run_dir / PREDICTIONS_FILE, predictions.to_parquet(index=False))
+        record["predictions"] = PREDICTIONS_FILE
+    _atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
+    return run_dir / RECORD_FILE
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    record = json.loads((Path(run_dir) / RECORD_FILE).read_text())
+    record["dir"] = str(run_dir)
+    return record
+
+
+def read_predictions(record: dict[str, Any]) -> pd.DataFrame:
+    return pd.read_parquet(Path(record["dir"]) / record["predictions"])
+
+
+def find_records(*roots: Path) -> Iterator[dict[str, Any]]:
+    """Every record below the given run or sweep directories, in a stable order."""
+    for root in roots:
+        for path in sorted(Path(root).rglob(RECORD_FILE)):
+            yield read_record(path.parent)
