@@ -55,6 +55,23 @@ def run_identity(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def factors(config: dict[str, Any], layer: int, num_layers: int) -> dict[str, Any]:
+    """The experimental factors of a run, from its resolved config (enums as strings): one
+    column each in the report, one tag each in W&B. `layer` is absolute: 0 = embeddings."""
+    return {
+        "backbone": config["backbone"]["name"],
+        "family": config["backbone"]["family"],
+        "init": config["backbone"]["init"],
+        "task": config["task"]["name"],
+        "mode": config["mode"]["name"],
+        "pooling": config["pooling"]["strategy"],
+        "layer": layer,
+        "num_layers": num_layers,
+        "seed": config["seed"],
+        "max_train_examples": config["task"]["max_train_examples"],
+    }
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -125,3 +142,35 @@ def find_records(*roots: Path) -> Iterator[dict[str, Any]]:
     for root in roots:
         for path in sorted(Path(root).rglob(RECORD_FILE)):
             yield read_record(path.parent)
+
+
+# A finished run is found again by its run_id through a small index under the output root,
+# whichever sweep dir it was written to: a re-launched sweep reuses it instead of recomputing.
+def _index_path(output_root: Path, run_id: str) -> Path:
+    return Path(output_root) / "index" / f"{run_id}.txt"
+
+
+def register_finished(output_root: Path, run_id: str, run_dir: Path) -> None:
+    _atomic_write_bytes(_index_path(output_root, run_id), str(Path(run_dir).resolve()).encode())
+
+
+def find_finished(output_root: Path, run_id: str) -> dict[str, Any] | None:
+    """The finished record with this run_id, if one was registered and is still on disk."""
+    index = _index_path(output_root, run_id)
+    if not index.exists():
+        return None
+    run_dir = Path(index.read_text())
+    if not (run_dir / RECORD_FILE).exists():
+        return None
+    record = read_record(run_dir)
+    return record if record.get("status") == "finished" and record.get("run_id") == run_id else None
+
+
+def reuse_record(previous: dict[str, Any], run_dir: Path) -> Path:
+    """Copy a finished record into this run's dir, so every sweep dir holds all its records."""
+    run_dir = Path(run_dir)
+    if previous.get("predictions"):
+        _atomic_write_bytes(run_dir / PREDICTIONS_FILE, (Path(previous["dir"]) / previous["predictions"]).read_bytes())
+    record = {k: v for k, v in previous.items() if k != "dir"} | {"reused_from": previous["dir"]}
+    _atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
+    return run_dir / RECORD_FILE

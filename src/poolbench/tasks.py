@@ -160,9 +160,8 @@ def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
                 text_fields=text_fields, fingerprint=fingerprint)
 
 
-def subsample_train(task: Task, max_examples: int | None, seed: int) -> Dataset:
+def subsample_train(train: Dataset, max_examples: int | None, seed: int) -> Dataset:
     """The training split, or a stratified seeded subsample of it: seeds then vary the data too."""
-    train = task.splits["train"]
     if max_examples is None or max_examples >= len(train):
         return train
     return train.select(stratified_indices(np.asarray(train["label"]), max_examples, seed))
