@@ -98,14 +98,13 @@ def finetune(cfg: DictConfig, resolved: dict[str, Any], run_id: str, output_dir:
         "metrics": {
             "val/acc": val_metrics["val/acc"], "val/f1": val_metrics["val/f1"],
             "test/acc": test_metrics["test/acc"], "test/f1": test_metrics["test/f1"],
-            "n_test": len(predictions), "n_train": len(data.splits["train"]),
+            "n_test": len(predictions), "n_train": len(data.splits["train"]), "n_labels": task.num_labels,
         },
         "selection": {"epoch": best_epoch, "monitor": "val/acc"},
         "timings": {"train_s": trained - started, "total_s": time.perf_counter() - started},
         "config": resolved,
     }
-    write_record(output_dir, record, predictions)
-    return record
+    return write_record(output_dir, record, predictions)
 
 
 def run(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
@@ -129,6 +128,7 @@ def run(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
         return [record]
     except Exception as error:
         write_record(output_dir, {"run_id": run_id, "status": "failed", "study": cfg.study,
+                                  "factors": factors(resolved, layer=cfg.layer, num_layers=None),
                                   "config": resolved, "error": "".join(traceback.format_exception(error))})
         raise
     finally:

@@ -110,8 +110,9 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def write_record(run_dir: Path, record: dict[str, Any], predictions: pd.DataFrame | None = None) -> Path:
-    """Write predictions first, then record.json: a record that exists is complete."""
+def write_record(run_dir: Path, record: dict[str, Any], predictions: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Write predictions first, then record.json: a record that exists is complete. Returns the
+    record as `read_record` would."""
     run_dir = Path(run_dir)
     record = {
         "schema": RECORD_SCHEMA,
@@ -124,7 +125,7 @@ def write_record(run_dir: Path, record: dict[str, Any], predictions: pd.DataFram
         _atomic_write_bytes(run_dir / PREDICTIONS_FILE, predictions.to_parquet(index=False))
         record["predictions"] = PREDICTIONS_FILE
     _atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
-    return run_dir / RECORD_FILE
+    return record | {"dir": str(run_dir)}
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,866 @@
+"""Records -> the study report: tables, confidence intervals, paired tests, figures, a verdict.
+
+Reads records only (poolbench.records), from run or sweep directories or from W&B, and writes
+into one output directory:
+  runs.csv          one row per analysed run: every factor, metric, timing and software version
+  summary.csv       test accuracy and F1 per setting (every factor but the seed): mean, sd, n and
+                    a 95% t-interval over seeds
+  comparisons.csv   every pooling against cls in the same cell (every factor but the pooling),
+                    seeds matched: paired bootstrap CI over test examples, exact McNemar test,
+                    Holm-adjusted p, outcome (win / tie / loss / untested)
+  across_cells.csv  per family x init x mode x pooling: Wilcoxon signed-rank test over the cells
+                    (task x backbone) at each backbone's final layer, Holm-adjusted
+  table.tex         booktabs table of test accuracy, mean ± sd, final layer, best per row in bold
+  *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
+  REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
+
+Every number and every sentence of the verdict is computed from the records; the statistical
+choices are explained where they are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from hydra.experimental.callback import Callback
+from matplotlib.colors import ListedColormap
+# Figures are drawn on matplotlib.figure.Figure objects, which render with the Agg canvas, so
+# importing this module never switches the pyplot backend of whoever imports it.
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from poolbench.records import RECORD_FILE, read_predictions, read_record, run_identity
+
+log = logging.getLogger(__name__)
+console = Console()
+
+FACTORS = ["backbone", "family", "init", "task", "mode", "pooling", "layer", "num_layers", "seed",
+           "max_train_examples"]
+# A setting is a run without its seed (one summary row); a cell is a setting without its pooling
+# (the readouts compared with each other); CELL_BUT_LAYER finds a cell's final layer.
+SETTING = [f for f in FACTORS if f != "seed"]
+CELL = [f for f in SETTING if f != "pooling"]
+CELL_BUT_LAYER = [f for f in CELL if f != "layer"]
+# The verdict pools the cells (task x backbone) of one backbone family, init and mode.
+VERDICT_GROUP = ["family", "init", "mode", "pooling"]
+REFERENCE = "cls"
+POOLING_ORDER = ["cls", "mean", "max", "last"]
+METRICS = {"test/acc": "acc", "test/f1": "f1"}
+ALPHA = 0.05
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+# The exact two-sided Wilcoxon test over n cells cannot give p below 2 / 2^n: with fewer than 6
+# cells it can never reach 0.05, so it is not run.
+MIN_WILCOXON_CELLS = 6
+FEW_SEEDS = 3
+
+QUESTION = (
+    "Does the final state of the first token ([CLS], h_0) aggregate a sequence's meaning better than "
+    "the other readouts of the same backbone: the mean of the token states, their max, or the last "
+    "token? Every comparison holds all else equal (backbone, task, layer, mode, seed and the softmax "
+    "head); only the readout changes."
+)
+
+
+class ReportError(Exception):
+    """Nothing to report, or records that cannot be fetched; the message says what to do."""
+
+
+# ---------------------------------------------------------------- collecting records
+
+
+@dataclass
+class Collection:
+    """The records a report analyses, and what was left out and why."""
+
+    finished: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "<dir>: <reason>"
+    missing: list[str] = field(default_factory=list)  # job dirs that never wrote a record
+    duplicates: int = 0  # the same run found again (a finished run reused by a later sweep)
+    superseded: int = 0  # older runs with the same factors as a newer one but another config
+
+
+def read_local(roots: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Records below run or sweep dirs, the record dirs that could not be read, and the Hydra job
+    dirs without any record. Walks the dirs itself rather than using records.find_records, which
+    stops at the first unreadable record."""
+    records, unreadable, missing = [], [], []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            unreadable.append(f"{root}: not a directory")
+            continue
+        for path in sorted(root.rglob(RECORD_FILE)):
+            try:
+                record = read_record(path.parent)
+            except (OSError, ValueError, TypeError) as error:  # unreadable file, bad JSON, not an object
+                unreadable.append(f"{path.parent}: {error}")
+                continue
+            # Failed records carry no factors or metrics: they are counted, not analysed.
+            required = ("run_id", "status") + (("factors", "metrics") if record.get("status") == "finished" else ())
+            absent = [key for key in required if key not in record]
+            if absent:
+                unreadable.append(f"{path.parent}: no {', '.join(absent)}")
+            else:
+                records.append(record)
+        # Every Hydra job dir holds .hydra/; one without a record below it died before writing one.
+        for hydra_dir in sorted(root.rglob(".hydra")):
+            if not any(hydra_dir.parent.rglob(RECORD_FILE)):
+                missing.append(str(hydra_dir.parent))
+    return records, unreadable, missing
+
+
+def read_wandb(project_path: str, group: str) -> list[dict[str, Any]]:
+    """The runs of one W&B group as records. W&B holds no per-example predictions, so these
+    records support the cell-level tests only."""
+    import wandb
+
+    try:
+        # Runs load lazily: converting them talks to the server too.
+        return [wandb_record(run) for run in wandb.Api().runs(project_path, filters={"group": group})]
+    except (wandb.errors.Error, OSError) as error:
+        raise ReportError(f"cannot read W&B project {project_path} ({error}): set WANDB_API_KEY or use local "
+                          "record dirs") from error
+
+
+def wandb_record(run: Any) -> dict[str, Any]:
+    """One W&B run as a record. poolbench logs each factor as a top-level config key and the
+    resolved config under `config`, so the run_id is recomputed exactly as the run computed it."""
+    config = dict(run.config)
+    summary = dict(run.summary_metrics)
+    return {
+        "run_id": run_identity(config.get("config", config)),
+        "status": "finished" if run.state == "finished" else "failed",
+        "study": getattr(run, "group", None),
+        "factors": {factor: config.get(factor) for factor in FACTORS},
+        "metrics": {k: v for k, v in summary.items() if not k.startswith("_") and isinstance(v, (int, float))},
+        "timings": {"total_s": summary.get("_runtime")},
+        "config": config.get("config", config),
+        "versions": {},
+        "git_commit": getattr(run, "commit", None),
+        "created": getattr(run, "created_at", None),
+        "dir": f"wandb:{'/'.join(run.path)}",
+        "error": None if run.state == "finished" else f"W&B state: {run.state}",
+    }
+
+
+def _setting_and_seed(record: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(record["factors"].get(factor)) for factor in FACTORS)
+
+
+def collect(records: list[dict[str, Any]], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
+    """Finished runs, each counted once, and the failed runs that were never completed later."""
+    finished = [r for r in records if r["status"] == "finished"]
+    # The same run_id with the same factors is one run found twice (reuse_record copies a finished
+    # record into a later sweep). Keying on the factors too keeps distinct readouts apart should a
+    # writer ever give them one run_id.
+    unique: dict[tuple, dict[str, Any]] = {}
+    for record in finished:
+        unique.setdefault((record["run_id"], _setting_and_seed(record)), record)
+    # Two runs with identical factors but different run_ids differ in config outside the factors
+    # (a changed learning rate, say); averaging them as seeds would mix two experiments. The newest wins.
+    newest: dict[tuple, dict[str, Any]] = {}
+    for record in sorted(unique.values(), key=lambda r: str(r.get("created", ""))):
+        newest[_setting_and_seed(record)] = record
+    # A failed job that later finished (a re-launched sweep) is not a failure of the study.
+    finished_ids = {r["run_id"] for r in finished}
+    failed = {r["run_id"]: r for r in records if r["status"] != "finished" and r["run_id"] not in finished_ids}
+    return Collection(list(newest.values()), list(failed.values()), list(unreadable), list(missing),
+                      duplicates=len(finished) - len(unique), superseded=len(unique) - len(newest))
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    correct: pd.Series  # bool, indexed by test example id
+    n_labels: int  # the width of the predicted distribution: the head's label count
+
+
+def read_all_predictions(records: list[dict[str, Any]]) -> tuple[dict[str, RunPredictions], list[str]]:
+    """Per run dir, which test examples it got right; and the runs whose predictions are absent or
+    unreadable (they enter the cell-level tests only)."""
+    predictions, unavailable = {}, []
+    for record in records:
+        if not record.get("predictions"):
+            unavailable.append(f"{record['dir']}: no predictions recorded")
+            continue
+        try:
+            frame = read_predictions(record)
+            correct = pd.Series((frame["prediction"] == frame["label"]).to_numpy(), index=frame["id"].to_numpy())
+            n_labels = len(frame["probs"].iloc[0]) if len(frame) else 0
+        except (OSError, ValueError, KeyError) as error:  # gone, not parquet, or columns missing
+            unavailable.append(f"{record['dir']}: {error!r}")
+            continue
+        predictions[record["dir"]] = RunPredictions(correct, n_labels)
+    return predictions, unavailable
+
+
+def runs_table(records: list[dict[str, Any]], predictions: dict[str, RunPredictions]) -> pd.DataFrame:
+    """One row per run: factors, metrics as recorded, timings, versions, provenance."""
+    rows = []
+    for record in records:
+        rows.append({
+            "run_id": record["run_id"],
+            "study": record.get("study"),
+            **{factor: record["factors"].get(factor) for factor in FACTORS},
+            **record["metrics"],
+            "n_labels": predictions[record["dir"]].n_labels if record["dir"] in predictions else None,
+            **{f"time/{k}": v for k, v in (record.get("timings") or {}).items()},
+            **{f"version/{k}": v for k, v in (record.get("versions") or {}).items()},
+            "git_commit": record.get("git_commit"),
+            "created": record.get("created"),
+            "dir": record["dir"],
+        })
+    runs = pd.DataFrame(rows)
+    for metric in [*METRICS, "n_test"]:  # read by every report, recorded or not
+        if metric not in runs:
+            runs[metric] = np.nan
+    # A null max_train_examples means the whole train split; as a string it stays a groupable key.
+    runs["max_train_examples"] = runs["max_train_examples"].map(lambda n: "all" if pd.isna(n) else str(int(n)))
+    return runs.sort_values(FACTORS).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def mean_with_ci(values: pd.Series) -> dict[str, float]:
+    """Mean, sd, n and the 95% t-interval over seeds. Seeds are few, hence t rather than normal;
+    one seed has no spread and gets no interval (NaN)."""
+    values = values.dropna()
+    n, mean, sd = len(values), values.mean(), values.std(ddof=1)
+    half_width = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) if n > 1 else np.nan
+    return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half_width, "ci_high": mean + half_width}
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting: test accuracy and F1 over its seeds."""
+    rows = []
+    for key, group in runs.groupby(SETTING, dropna=False, sort=True):
+        row = dict(zip(SETTING, key))
+        for metric, name in METRICS.items():
+            row |= {f"{name}_{stat}": value for stat, value in mean_with_ci(group[metric]).items()}
+        row["seeds"] = ",".join(map(str, sorted(group["seed"])))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mcnemar_exact(differences: pd.Series) -> float:
+    """Exact McNemar test: a two-sided binomial test (p = 1/2) of the examples where the pooling is
+    right and cls wrong against those the other way round. Given each example's difference in
+    correctness averaged over seeds, it is the sign test of those averages, which is McNemar's test
+    itself when there is one seed. No discordant example means no evidence of a difference: p = 1."""
+    better, worse = int((differences > 0).sum()), int((differences < 0).sum())
+    return 1.0 if better + worse == 0 else stats.binomtest(better, better + worse, 0.5).pvalue
+
+
+def bootstrap_ci(per_example: np.ndarray) -> tuple[float, float]:
+    """Percentile 95% CI of the mean difference, resampling test examples with replacement. Seeded
+    per call, so a comparison's interval does not depend on which comparisons ran before it."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    resampled_means = rng.choice(per_example, size=(BOOTSTRAP_RESAMPLES, len(per_example))).mean(axis=1)
+    low, high = np.percentile(resampled_means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm-adjusted p-values over the tested entries; untested (NaN) entries stay NaN and are not
+    part of the family."""
+    adjusted = pd.Series(np.nan, index=p_values.index)
+    tested = p_values.notna()
+    if tested.any():
+        adjusted[tested] = multipletests(p_values[tested], method="holm")[1]
+    return adjusted
+
+
+COMPARISON_STATS = ["seeds", "n_seeds", "unpaired_seeds", "acc_cls", "acc_pooling", "diff", "n_examples", "n_better",
+                    "n_worse", "ci_low", "ci_high", "p", "seed_p_median", "seeds_significant", "evidence"]
+
+
+def paired_comparison(reference: pd.DataFrame, other: pd.DataFrame, predictions: dict[str, RunPredictions]) -> dict:
+    """cls against one other pooling of the same cell; both frames hold the matched seeds, in order.
+
+    The difference is the mean over seeds of the recorded test accuracies. With per-example
+    predictions, each example's difference in correctness is averaged over the seeds: the examples,
+    shared by every seed, stay the unit that is resampled and tested, so seeds of one example are
+    not counted as independent evidence (summing discordant counts over seeds would be). The
+    per-seed McNemar p-values are reported alongside (median, and how many seeds reach ALPHA) to
+    show whether the seeds agree."""
+    result = {
+        "acc_cls": reference["test/acc"].mean(),
+        "acc_pooling": other["test/acc"].mean(),
+        "diff": (other["test/acc"].to_numpy() - reference["test/acc"].to_numpy()).mean(),
+        "evidence": "cells",
+    }
+    pairs = list(zip(reference["dir"], other["dir"]))
+    if not all(a in predictions and b in predictions for a, b in pairs):
+        return result
+    # Subtracting id-indexed series aligns the examples; dropna keeps those both runs predicted.
+    per_seed = [(predictions[b].correct.astype(int) - predictions[a].correct.astype(int)).dropna() for a, b in pairs]
+    per_example = pd.concat(per_seed, axis=1).mean(axis=1)
+    if per_example.empty:
+        return result  # the two runs share no test example id: nothing to pair
+    seed_p = [mcnemar_exact(differences) for differences in per_seed]
+    ci_low, ci_high = bootstrap_ci(per_example.to_numpy())
+    return result | {
+        "n_examples": len(per_example),
+        "n_better": int((per_example > 0).sum()),
+        "n_worse": int((per_example < 0).sum()),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "p": mcnemar_exact(per_example),
+        "seed_p_median": float(np.median(seed_p)),
+        "seeds_significant": sum(p < ALPHA for p in seed_p),
+        "evidence": "examples",
+    }
+
+
+def compare_to_cls(runs: pd.DataFrame, predictions: dict[str, RunPredictions]) -> pd.DataFrame:
+    """Every pooling against cls in the same cell, on the seeds both ran.
+
+    The Holm family is every example-level comparison in this report: all poolings, cells, layers
+    and modes together, so no win or loss escapes correction for the number of comparisons made."""
+    rows = []
+    for key, cell in runs.groupby(CELL, dropna=False, sort=True):
+        by_pooling = {pooling: group.set_index("seed") for pooling, group in cell.groupby("pooling")}
+        reference = by_pooling.pop(REFERENCE, None)
+        if reference is None:
+            continue  # counted among the caveats
+        for pooling, other in by_pooling.items():
+            seeds = sorted(set(reference.index) & set(other.index))
+            if not seeds:
+                continue
+            rows.append({
+                **dict(zip(CELL, key)),
+                "pooling": pooling,
+                "seeds": ",".join(map(str, seeds)),
+                "n_seeds": len(seeds),
+                "unpaired_seeds": len(set(reference.index) ^ set(other.index)),
+                **paired_comparison(reference.loc[seeds], other.loc[seeds], predictions),
+            })
+    comparisons = pd.DataFrame(rows, columns=[*CELL, "pooling", *COMPARISON_STATS])
+    comparisons["p_holm"] = holm(comparisons["p"].astype(float))
+    significant = comparisons["p_holm"] < ALPHA
+    comparisons["outcome"] = np.select(
+        [significant & (comparisons["diff"] > 0), significant & (comparisons["diff"] < 0), comparisons["p_holm"].notna()],
+        ["win", "loss", "tie"], default="untested")
+    return comparisons
+
+
+def at_final_layer(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows at each cell's highest recorded layer: the final state the question is about.
+    Earlier layers stay in the CSVs and the layer figure."""
+    final_layer = frame.groupby(CELL_BUT_LAYER, dropna=False)["layer"].transform("max")
+    return frame[frame["layer"] == final_layer]
+
+
+def wilcoxon_over_cells(differences: pd.Series) -> float:
+    """Wilcoxon signed-rank test of the per-cell mean differences; NaN with too few cells."""
+    if len(differences) < MIN_WILCOXON_CELLS:
+        return np.nan
+    if (differences == 0).all():
+        return 1.0  # every cell tied: no evidence of a difference (scipy would warn and divide by zero)
+    return float(stats.wilcoxon(differences).pvalue)
+
+
+def across_cells(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per family x init x mode x pooling, how the cells at the final layer went, and whether the
+    differences are consistent across cells. Holm family: these Wilcoxon tests."""
+    rows = []
+    for key, group in at_final_layer(comparisons).groupby(VERDICT_GROUP, dropna=False, sort=True):
+        differences = group["diff"].dropna()
+        rows.append({
+            **dict(zip(VERDICT_GROUP, key)),
+            "n_cells": len(differences),
+            "n_higher": int((differences > 0).sum()),
+            "n_lower": int((differences < 0).sum()),
+            "n_tested": int(group["p"].notna().sum()),
+            "n_win": int((group["outcome"] == "win").sum()),
+            "n_loss": int((group["outcome"] == "loss").sum()),
+            "mean_diff": differences.mean(),
+            "median_diff": differences.median(),
+            "p": wilcoxon_over_cells(differences),
+        })
+    across = pd.DataFrame(rows, columns=[*VERDICT_GROUP, "n_cells", "n_higher", "n_lower", "n_tested", "n_win",
+                                         "n_loss", "mean_diff", "median_diff", "p"])
+    across["p_holm"] = holm(across["p"].astype(float))
+    return sort_poolings(across, ["family", "init", "mode"])
+
+
+# ---------------------------------------------------------------- verdict and caveats
+
+
+def format_p(p: float) -> str:
+    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict_lines(across: pd.DataFrame) -> list[str]:
+    """One sentence per family x init x mode x pooling, generated from the tests."""
+    lines = []
+    for row in across.itertuples(index=False):
+        group = row.family if row.init == "pretrained" else f"{row.family} ({row.init} init)"
+        pooling = row.pooling
+        if row.n_tested == row.n_cells:
+            per_cell = (f"{pooling} > cls on {row.n_higher} of {row.n_cells} cells, significant on {row.n_win} "
+                        f"after Holm; {pooling} < cls on {row.n_lower}, significant on {row.n_loss}")
+        else:
+            per_cell = (f"{pooling} > cls on {row.n_higher} of {row.n_cells} cells, {pooling} < cls on "
+                        f"{row.n_lower}; per-example tests on {row.n_tested} of them ({row.n_win} significant "
+                        f"wins, {row.n_loss} losses after Holm)")
+        if pd.isna(row.p):
+            across_test = f"Wilcoxon over cells not run: {row.n_cells} cells, it needs {MIN_WILCOXON_CELLS}"
+            conclusion = "no test across cells"
+        else:
+            across_test = f"Wilcoxon over cells p={format_p(row.p)}, Holm p={format_p(row.p_holm)}"
+            if row.p_holm >= ALPHA:
+                conclusion = "no consistent difference across cells"
+            elif row.mean_diff > 0:
+                conclusion = f"{pooling} beats cls across cells"
+            else:
+                conclusion = f"cls beats {pooling} across cells"
+        lines.append(f"- **{group}, {row.mode}**: {per_cell} ({across_test}) → {conclusion}.")
+    return lines
+
+
+def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, across: pd.DataFrame,
+            collection: Collection, unavailable_predictions: list[str]) -> list[str]:
+    """Limits of the evidence, read off the data."""
+    notes = []
+    few_seeds = summary["acc_n"] < FEW_SEEDS
+    if few_seeds.any():
+        notes.append(f"{few_seeds.sum()} of {len(summary)} settings have fewer than {FEW_SEEDS} seeds (fewest: "
+                     f"{summary['acc_n'].min()}): their t-intervals over seeds are wide, and with one seed there is none.")
+    if unavailable_predictions:
+        notes.append(f"{len(unavailable_predictions)} runs lack readable per-example predictions: "
+                     f"{(comparisons['evidence'] == 'cells').sum()} comparisons have no bootstrap CI or McNemar test "
+                     "and count only in the Wilcoxon tests across cells.")
+    unpaired = comparisons["unpaired_seeds"] > 0
+    if unpaired.any():
+        notes.append(f"{unpaired.sum()} comparisons leave seeds out that only one of the two readouts ran; "
+                     "only seeds present for both are paired.")
+    without_cls = runs.groupby(CELL, dropna=False)["pooling"].agg(lambda poolings: REFERENCE not in set(poolings))
+    if without_cls.any():
+        notes.append(f"{without_cls.sum()} cells have no cls run, so nothing to compare their readouts with.")
+    too_few = across["p"].isna()
+    if too_few.any():
+        notes.append(f"{too_few.sum()} verdict groups have fewer than {MIN_WILCOXON_CELLS} cells: the exact Wilcoxon "
+                     "test cannot reach p < 0.05 there, so it is not run.")
+    if collection.failed or collection.missing:
+        notes.append(f"Failed runs ({len(collection.failed)}) and jobs without a record ({len(collection.missing)}) "
+                     "leave some cells incomplete.")
+    if collection.superseded:
+        notes.append(f"{collection.superseded} runs were replaced by newer runs with the same factors but a "
+                     "different config: only the newest of each is analysed.")
+    commits = runs["git_commit"].dropna().unique()
+    dirty = any(str(commit).endswith("+dirty") for commit in commits)
+    if len(commits) > 1 or dirty:
+        notes.append(f"The runs come from {len(commits)} code versions{', some with uncommitted changes' if dirty else ''}.")
+    for column in [c for c in runs if c.startswith("version/")]:
+        if runs[column].nunique() > 1:
+            notes.append(f"{column.removeprefix('version/')} differs between runs: "
+                         f"{', '.join(sorted(map(str, runs[column].dropna().unique())))}.")
+    return notes
+
+
+# ---------------------------------------------------------------- tables
+
+
+def backbone_label(row: pd.Series) -> str:
+    """A backbone as tables and figures name it: random-init controls and subsampled training marked."""
+    label = str(row["backbone"])
+    if row["init"] != "pretrained":
+        label += f" ({row['init']} init)"
+    if row["max_train_examples"] != "all":
+        label += f", {row['max_train_examples']} train"
+    return label
+
+
+def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(label=[backbone_label(row) for _, row in frame.iterrows()])
+
+
+def pooling_order(poolings: Iterable[str]) -> list[str]:
+    present = set(poolings)
+    return [p for p in POOLING_ORDER if p in present] + sorted(present - set(POOLING_ORDER))
+
+
+def sort_poolings(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Rows sorted by `by`, then by pooling in POOLING_ORDER rather than alphabetically."""
+    rank = {pooling: i for i, pooling in enumerate(pooling_order(frame["pooling"]))}
+    return frame.assign(pooling_rank=frame["pooling"].map(rank)).sort_values([*by, "pooling_rank"]).drop(
+        columns="pooling_rank")
+
+
+def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and sd of test accuracy at the final layer: rows mode x task x backbone, one column per pooling."""
+    final = with_labels(at_final_layer(summary))
+    index = ["mode", "task", "label"]
+    columns = pooling_order(final["pooling"])
+    mean = final.pivot(index=index, columns="pooling", values="acc_mean")[columns]
+    sd = final.pivot(index=index, columns="pooling", values="acc_sd")[columns]
+    return mean, sd
+
+
+def accuracy_cells(mean: pd.DataFrame, sd: pd.DataFrame, plus_minus: str, bold: Callable[[str], str]) -> pd.DataFrame:
+    """Accuracy in percent, "mean ± sd" (just the mean with one seed), the best of each row in bold."""
+    best = mean.eq(mean.max(axis=1), axis=0)
+
+    def cell(m: float, s: float, is_best: bool) -> str:
+        if pd.isna(m):
+            return ""
+        text = f"{100 * m:.1f}" + ("" if pd.isna(s) else f"{plus_minus}{100 * s:.1f}")
+        return bold(text) if is_best else text
+
+    return pd.DataFrame({p: [cell(m, s, b) for m, s, b in zip(mean[p], sd[p], best[p])] for p in mean.columns},
+                        index=mean.index)
+
+
+def latex_escape(text: str) -> str:
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def latex_table(mean: pd.DataFrame, sd: pd.DataFrame) -> str:
+    cells = accuracy_cells(mean, sd, r" $\pm$ ", lambda text: rf"\textbf{{{text}}}")
+    header = " & ".join(["Mode", "Task", "Backbone", *map(latex_escape, cells.columns)]) + r" \\"
+    body = [" & ".join([*(latex_escape(str(part)) for part in index), *row]) + r" \\"
+            for index, row in zip(cells.index, cells.to_numpy())]
+    return "\n".join([
+        r"% needs \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{Test accuracy (\%, mean $\pm$ sd over seeds) of each readout at each backbone's final layer. "
+        r"Best readout per row in bold.}",
+        rf"\begin{{tabular}}{{lll{'r' * len(cells.columns)}}}",
+        r"\toprule",
+        header,
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+        "",
+    ])
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table of a frame's cells as text (pandas' to_markdown needs tabulate)."""
+    def text(value: Any) -> str:
+        if isinstance(value, float):
+            value = "–" if np.isnan(value) else f"{value:.3f}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(text, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(text, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def pooling_colors(poolings: Iterable[str]) -> dict[str, Any]:
+    order = pooling_order(poolings)
+    return dict(zip(order, sns.color_palette("colorblind", len(order))))
+
+
+def plot_accuracy(summary: pd.DataFrame, path: Path) -> bool:
+    """Bars of test accuracy at the final layer with 95% CI over seeds: one panel per mode x task."""
+    final = with_labels(at_final_layer(summary))
+    if final.empty:
+        return False
+    modes, tasks = sorted(final["mode"].unique()), sorted(final["task"].unique())
+    colors = pooling_colors(final["pooling"])
+    width = 0.8 / len(colors)
+    n_labels = final["label"].nunique()
+    figure = Figure(figsize=(max(4.0, 0.5 * n_labels * len(colors)) * len(tasks), 3.6 * len(modes)), layout="constrained")
+    axes = figure.subplots(len(modes), len(tasks), squeeze=False, sharey=True)
+    for i, mode in enumerate(modes):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            panel = final[(final["mode"] == mode) & (final["task"] == task)]
+            labels = sorted(panel["label"].unique())
+            for k, (pooling, color) in enumerate(colors.items()):
+                bars = panel[panel["pooling"] == pooling].set_index("label").reindex(labels)
+                positions = np.arange(len(labels)) + (k - (len(colors) - 1) / 2) * width
+                ax.bar(positions, bars["acc_mean"], width, color=color,
+                       yerr=bars["acc_mean"] - bars["acc_ci_low"], capsize=2)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+            ax.set_title(f"{task} · {mode}")
+        axes[i][0].set_ylabel("test accuracy")
+    figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling", loc="outside right upper")
+    figure.savefig(path, dpi=120)
+    return True
+
+
+def plot_layers(summary: pd.DataFrame, path: Path) -> bool:
+    """Test accuracy per layer for probe runs, one line per pooling with its 95% CI band; panels
+    backbone x task. Only cells probed at more than one layer."""
+    probe = with_labels(summary[summary["mode"] == "probe"])
+    if probe.empty:
+        return False
+    probe = probe[probe.groupby(["task", "label"])["layer"].transform("nunique") > 1]
+    if probe.empty:
+        return False
+    labels, tasks = sorted(probe["label"].unique()), sorted(probe["task"].unique())
+    colors = pooling_colors(probe["pooling"])
+    figure = Figure(figsize=(4.0 * len(tasks), 3.0 * len(labels)), layout="constrained")
+    axes = figure.subplots(len(labels), len(tasks), squeeze=False, sharey=True)
+    for i, label in enumerate(labels):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            panel = probe[(probe["label"] == label) & (probe["task"] == task)]
+            for pooling, color in colors.items():
+                line = panel[panel["pooling"] == pooling].sort_values("layer")
+                ax.plot(line["layer"], line["acc_mean"], marker="o", markersize=3, color=color)
+                ax.fill_between(line["layer"], line["acc_ci_low"], line["acc_ci_high"], color=color, alpha=0.2)
+            ax.set_title(f"{label} · {task}", fontsize=9)
+            ax.set_xlabel("layer (0 = embeddings)")
+        axes[i][0].set_ylabel("test accuracy (probe)")
+    figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling", loc="outside right upper")
+    figure.savefig(path, dpi=120)
+    return True
+
+
+def plot_win_tie_loss(comparisons: pd.DataFrame, path: Path) -> bool:
+    """Each pooling against cls at the final layer: win / tie / loss after Holm, annotated with the
+    accuracy difference. Drawn only when some comparison was tested per example."""
+    final = with_labels(at_final_layer(comparisons))
+    if final["p"].notna().sum() == 0:
+        return False
+    final = final.assign(row=final["mode"] + " | " + final["task"] + " | " + final["label"],
+                         score=final["outcome"].map({"win": 1.0, "tie": 0.0, "loss": -1.0}))
+    columns = pooling_order(final["pooling"])
+    score = final.pivot(index="row", columns="pooling", values="score")[columns]
+    annotation = final.pivot(index="row", columns="pooling", values="diff")[columns].map(
+        lambda d: "" if pd.isna(d) else f"{d:+.3f}")
+    outcome_colors = {"loss": "#d55e00", "tie": "#d9d9d9", "win": "#009e73"}
+    figure = Figure(figsize=(2.0 + 1.3 * len(columns), 1.0 + 0.35 * len(score)), layout="constrained")
+    ax = figure.subplots()
+    # Scores -1, 0, 1 fall in the three equal bins of [-1.5, 1.5]; untested (NaN) cells stay blank.
+    sns.heatmap(score, ax=ax, cmap=ListedColormap(list(outcome_colors.values())), vmin=-1.5, vmax=1.5,
+                annot=annotation.to_numpy(), fmt="", cbar=False, linewidths=0.5, linecolor="white")
+    ax.set_xlabel("pooling vs cls")
+    ax.set_ylabel("")
+    handles = [Patch(color=c, label=o) for o, c in outcome_colors.items()]
+    figure.legend(handles=handles + [Patch(facecolor="white", edgecolor="grey", label="untested")],
+                  loc="outside right upper")
+    figure.savefig(path, dpi=120)
+    return True
+
+
+# ---------------------------------------------------------------- the report
+
+
+def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"runs": ["analysed (finished)", "failed (skipped)", "unreadable record dirs (skipped)",
+                                  "job dirs without a record", "duplicates counted once",
+                                  "superseded by a newer config", "finished without per-example predictions"],
+                         "count": [len(collection.finished), len(collection.failed), len(collection.unreadable),
+                                   len(collection.missing), collection.duplicates, collection.superseded,
+                                   len(unavailable_predictions)]})
+
+
+def failed_run_line(record: dict[str, Any]) -> str:
+    config = record.get("config") or {}
+    what = ", ".join(f"{key}={value}" for key, value in [
+        ("backbone", (config.get("backbone") or {}).get("name")), ("task", (config.get("task") or {}).get("name")),
+        ("mode", (config.get("mode") or {}).get("name")), ("pooling", (config.get("pooling") or {}).get("strategy")),
+        ("layer", config.get("layer")), ("seed", config.get("seed"))] if value is not None)
+    error = (record.get("error") or "no error recorded").strip().splitlines()[-1]
+    return f"- `{record['dir']}` ({what}): {error}"
+
+
+def values_of(series: pd.Series) -> str:
+    """The distinct values of a column, as a short text for a table cell."""
+    return ", ".join(map(str, sorted(series.dropna().unique(), key=lambda v: (str(type(v)), v)))) or "–"
+
+
+def setup_section(runs: pd.DataFrame) -> list[str]:
+    backbones = runs.groupby(["backbone", "family", "init"], dropna=False).agg(
+        layers=("num_layers", values_of), runs=("run_id", "size")).reset_index()
+    tasks = runs.groupby("task").agg(n_test=("n_test", values_of), labels=("n_labels", values_of),
+                                     train_examples=("max_train_examples", values_of),
+                                     runs=("run_id", "size")).reset_index()
+    layers = runs.groupby("mode")["layer"].agg(values_of)
+    created = runs["created"].dropna()
+    return [
+        "## Setup", "",
+        f"Studies: {values_of(runs['study'])}. Modes: {values_of(runs['mode'])}. "
+        f"Poolings: {values_of(runs['pooling'])}. Seeds: {values_of(runs['seed'])}.", "",
+        "Layers (0 = embeddings) per mode: " + "; ".join(f"{mode}: {values}" for mode, values in layers.items()) + ".", "",
+        "### Backbones", "", markdown_table(backbones), "",
+        "### Tasks", "", "n_test from the records' metrics; labels: the width of the predicted distribution.", "",
+        markdown_table(tasks), "",
+        "### Software and provenance", "",
+        *(f"- {column.removeprefix('version/')}: {values_of(runs[column])}" for column in runs if column.startswith("version/")),
+        f"- git commits: {values_of(runs['git_commit'])}",
+        f"- records created: {created.min()} to {created.max()}" if len(created) else "- records created: –", "",
+    ]
+
+
+def comparisons_for_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
+    final = sort_poolings(with_labels(at_final_layer(comparisons)), ["mode", "task", "label"])
+    return pd.DataFrame({
+        "mode": final["mode"], "task": final["task"], "backbone": final["label"], "layer": final["layer"],
+        "pooling": final["pooling"], "seeds": final["n_seeds"],
+        "acc cls": final["acc_cls"], "acc pooling": final["acc_pooling"],
+        "diff": final["diff"].map(lambda d: f"{d:+.3f}"),
+        "95% CI (examples)": [("–" if pd.isna(low) else f"[{low:+.3f}, {high:+.3f}]")
+                              for low, high in zip(final["ci_low"], final["ci_high"])],
+        "McNemar p": final["p"].map(format_p), "Holm p": final["p_holm"].map(format_p),
+        "seeds p<0.05": final["seeds_significant"], "outcome": final["outcome"],
+    })
+
+
+def across_for_markdown(across: pd.DataFrame) -> pd.DataFrame:
+    return across.assign(p=across["p"].map(format_p), p_holm=across["p_holm"].map(format_p),
+                         mean_diff=across["mean_diff"].map(lambda d: f"{d:+.3f}"),
+                         median_diff=across["median_diff"].map(lambda d: f"{d:+.3f}"))
+
+
+def write_report(collection: Collection, out: Path, title: str | None = None) -> Path:
+    """Analyse the collected runs and write every output into `out`; returns REPORT.md's path."""
+    if not collection.finished:
+        raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
+                          f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, unavailable_predictions = read_all_predictions(collection.finished)
+    runs = runs_table(collection.finished, predictions)
+    summary = summarize(runs)
+    comparisons = compare_to_cls(runs, predictions)
+    across = across_cells(comparisons)
+    runs.to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    comparisons.to_csv(out / "comparisons.csv", index=False)
+    across.to_csv(out / "across_cells.csv", index=False)
+    mean, sd = accuracy_grid(summary)
+    (out / "table.tex").write_text(latex_table(mean, sd))
+
+    figures = {
+        "accuracy.png": "Test accuracy at each backbone's final layer, 95% t-interval over seeds.",
+        "layers.png": "Probe test accuracy per layer, 95% t-interval band over seeds.",
+        "win_tie_loss.png": "Each pooling against cls at the final layer: win / loss = significant after Holm.",
+    }
+    drawn = {
+        "accuracy.png": plot_accuracy(summary, out / "accuracy.png"),
+        "layers.png": plot_layers(summary, out / "layers.png"),
+        "win_tie_loss.png": plot_win_tie_loss(comparisons, out / "win_tie_loss.png"),
+    }
+    for name, was_drawn in drawn.items():
+        if not was_drawn:
+            (out / name).unlink(missing_ok=True)  # no stale figure from an earlier report into this dir
+    verdict = verdict_lines(across)
+    notes = caveats(runs, summary, comparisons, across, collection, unavailable_predictions)
+    studies = ", ".join(sorted(runs["study"].dropna().astype(str).unique())) or "unnamed study"
+
+    n_tests = int(comparisons["p"].notna().sum())
+    lines = [
+        f"# {title or f'poolbench report: {studies}'}", "",
+        "## The question", "", QUESTION, "",
+        "## Runs", "", markdown_table(run_counts(collection, unavailable_predictions)), "",
+    ]
+    if collection.failed:
+        lines += ["Failed runs:", "", *map(failed_run_line, collection.failed), ""]
+    if collection.unreadable:
+        lines += ["Unreadable record dirs:", "", *(f"- `{entry}`" for entry in collection.unreadable), ""]
+    if collection.missing:
+        lines += ["Job dirs without a record (killed before writing one, or still running):", "",
+                  *(f"- `{entry}`" for entry in collection.missing), ""]
+    lines += setup_section(runs)
+    lines += [
+        "## Verdict", "",
+        f"At each backbone's final layer, each pooling against cls. A cell is one task x backbone; per-cell "
+        f"significance is the exact McNemar test on the test examples, Holm-corrected over all {n_tests} "
+        f"example-level comparisons in this report; the Wilcoxon signed-rank test over cells is Holm-corrected "
+        f"over the {int(across['p'].notna().sum())} groups below.", "",
+        *(verdict or ["No pooling could be compared with cls: no cell holds both."]), "",
+        "## Caveats", "", *([f"- {note}" for note in notes] or ["- None found in the data."]), "",
+        "## Test accuracy (%) at the final layer", "",
+        "Mean ± sd over seeds; best readout per row in bold. Every layer and setting, with 95% CIs: `summary.csv`.", "",
+        markdown_table(accuracy_cells(mean, sd, " ± ", lambda text: f"**{text}**").reset_index()
+                       .rename(columns={"label": "backbone"})), "",
+        "## Each pooling against cls at the final layer", "",
+        f"diff = accuracy(pooling) − accuracy(cls), mean over matched seeds. 95% CI: paired bootstrap over test "
+        f"examples ({BOOTSTRAP_RESAMPLES} resamples), each example's difference averaged over seeds. McNemar p: exact "
+        f"test on the examples whose seed-averaged difference is not zero (McNemar's own test for one seed); "
+        f"'seeds p<0.05' counts seeds whose own McNemar test is significant. Every layer: `comparisons.csv`.", "",
+        markdown_table(comparisons_for_markdown(comparisons)), "",
+        "## Across cells", "",
+        f"Wilcoxon signed-rank test of the per-cell differences, per family x init x mode x pooling (run with at "
+        f"least {MIN_WILCOXON_CELLS} cells). Also in `across_cells.csv`.", "",
+        markdown_table(across_for_markdown(across)), "",
+        "## Figures", "",
+    ]
+    lines += [f"![{name}]({name})\n\n{caption}\n" for name, caption in figures.items() if drawn[name]] or [
+        "No figure had data to draw.", ""]
+    lines += ["", "Table for a paper: `table.tex` (booktabs)."]
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines) + "\n")
+
+    print_to_console(collection, unavailable_predictions, verdict, report)
+    return report
+
+
+def print_to_console(collection: Collection, unavailable_predictions: list[str], verdict: list[str], report: Path) -> None:
+    table = Table(title="poolbench report")
+    table.add_column("runs")
+    table.add_column("count", justify="right")
+    for row in run_counts(collection, unavailable_predictions).itertuples(index=False):
+        table.add_row(row.runs, str(row.count))
+    console.print(table)
+    for line in verdict:
+        console.print(line.removeprefix("- ").replace("**", ""), markup=False)
+    console.print(f"report: {report}", markup=False)
+
+
+def build_report(roots: list[Path], out: Path, title: str | None = None) -> Path:
+    """The report of every record below `roots`, written into `out`; returns REPORT.md's path."""
+    return write_report(collect(*read_local(roots)), out, title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poolbench-report", description="Records -> tables, tests, figures, verdict.")
+    parser.add_argument("runs", nargs="*", type=Path, help="run or sweep directories holding records")
+    parser.add_argument("--out", type=Path, required=True, help="output directory, e.g. results/<study>")
+    parser.add_argument("--title", help="the report's title (default: from the study names)")
+    parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead of (or as well as) dirs")
+    parser.add_argument("--group", metavar="STUDY", help="the W&B group (study) to read, with --from-wandb")
+    args = parser.parse_args(argv)
+    if not args.runs and not args.from_wandb:
+        parser.error("give run or sweep directories, or --from-wandb ENTITY/PROJECT --group STUDY")
+    if bool(args.from_wandb) != bool(args.group):
+        parser.error("--from-wandb and --group go together")
+    try:
+        records, unreadable, missing = read_local(args.runs)
+        if args.from_wandb:
+            records += read_wandb(args.from_wandb, args.group)
+        write_report(collect(records, unreadable, missing), args.out, args.title)
+    except ReportError as error:
+        console.print(f"poolbench-report: {error}", style="red", markup=False)
+        return 1
+    return 0
+
+
+class MultirunReport(Callback):
+    """Hydra callback: when a multirun ends, write its report into `<sweep dir>/report/`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            build_report([sweep_dir], sweep_dir / "report")
+        except ReportError as error:
+            # The sweep itself is done; a sweep without a finished run has nothing to report, which
+            # is worth a warning, not a traceback after the last job.
+            log.warning("no report for %s: %s", sweep_dir, error)
