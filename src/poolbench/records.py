@@ -72,7 +72,7 @@ def factors(config: dict[str, Any], layer: int, num_layers: int) -> dict[str, An
     }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -122,9 +122,9 @@ def write_record(run_dir: Path, record: dict[str, Any], predictions: pd.DataFram
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if predictions is not None:
-        _atomic_write_bytes(run_dir / PREDICTIONS_FILE, predictions.to_parquet(index=False))
+        atomic_write_bytes(run_dir / PREDICTIONS_FILE, predictions.to_parquet(index=False))
         record["predictions"] = PREDICTIONS_FILE
-    _atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
+    atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
     return record | {"dir": str(run_dir)}
 
 
@@ -152,7 +152,7 @@ def _index_path(output_root: Path, run_id: str) -> Path:
 
 
 def register_finished(output_root: Path, run_id: str, run_dir: Path) -> None:
-    _atomic_write_bytes(_index_path(output_root, run_id), str(Path(run_dir).resolve()).encode())
+    atomic_write_bytes(_index_path(output_root, run_id), str(Path(run_dir).resolve()).encode())
 
 
 def find_finished(output_root: Path, run_id: str) -> dict[str, Any] | None:
@@ -171,7 +171,7 @@ def reuse_record(previous: dict[str, Any], run_dir: Path) -> Path:
     """Copy a finished record into this run's dir, so every sweep dir holds all its records."""
     run_dir = Path(run_dir)
     if previous.get("predictions"):
-        _atomic_write_bytes(run_dir / PREDICTIONS_FILE, (Path(previous["dir"]) / previous["predictions"]).read_bytes())
+        atomic_write_bytes(run_dir / PREDICTIONS_FILE, (Path(previous["dir"]) / previous["predictions"]).read_bytes())
     record = {k: v for k, v in previous.items() if k != "dir"} | {"reused_from": previous["dir"]}
-    _atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
+    atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
     return run_dir / RECORD_FILE
