@@ -198,3 +198,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"layer={layer!r}: use an integer (0 = embeddings, -1 = last) or 'all'.")
     if layer == "all" and cfg.mode.name != Mode.probe:
         raise ConfigError("layer=all needs mode=probe: fine-tuning trains one readout of one layer per run.")
+
+
+def absolute_layers(layer: int | str, num_layers: int) -> list[int]:
+    """The hidden states `layer` names: 0 = embeddings .. num_layers = last block; negative counts
+    back from the last (-1 = last); "all" = every one of them (probe mode)."""
+    if layer == "all":
+        return list(range(num_layers + 1))
+    resolved = layer if layer >= 0 else num_layers + 1 + layer
+    if not 0 <= resolved <= num_layers:
+        raise ConfigError(f"layer={layer} is out of range for a backbone with {num_layers} layers: "
+                          f"use 0..{num_layers} or -1..-{num_layers + 1}.")
+    return [resolved]
