@@ -20,14 +20,14 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from poolbench.backbones import load_backbone
-from poolbench.config import Mode, register, validate
+from poolbench.config import Mode, absolute_layers, register, validate
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.records import factors, find_finished, register_finished, reuse_record, run_identity, write_record
@@ -38,25 +38,18 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register()
 
 
-def absolute_layer(layer: int, num_layers: int) -> int:
-    """0 = embeddings, num_layers = last block; negative counts back from the last."""
-    resolved = layer if layer >= 0 else num_layers + 1 + layer
-    if not 0 <= resolved <= num_layers:
-        raise ValueError(f"layer={layer} is out of range for a backbone with {num_layers} layers: "
-                         f"use 0..{num_layers} or -1..-{num_layers + 1}.")
-    return resolved
-
-
 def make_logger(cfg: DictConfig, resolved: dict[str, Any]):
     """The configured Lightning logger, or None. W&B gets every factor as a top-level config key
     and a tag, the full resolved config under `config`, and the study as its group."""
     if not cfg.logger:
         return None
-    if not cfg.logger._target_.endswith("WandbLogger"):
-        return instantiate(cfg.logger)
+    options = OmegaConf.to_container(cfg.logger, resolve=True)
+    logger_class = get_class(options.pop("_target_"))
+    if not issubclass(logger_class, WandbLogger):
+        return logger_class(**options)
     run_factors = {k: v for k, v in factors(resolved, layer=cfg.layer, num_layers=None).items() if k != "num_layers"}
-    logger = instantiate(
-        cfg.logger,
+    logger = logger_class(
+        **options,
         name="-".join(str(run_factors[k]) for k in ("backbone", "task", "mode", "pooling", "layer", "seed")),
         job_type=run_factors["mode"],
         tags=[f"{k}={v}" for k, v in run_factors.items()],
@@ -71,10 +64,10 @@ def make_logger(cfg: DictConfig, resolved: dict[str, Any]):
 def finetune(cfg: DictConfig, resolved: dict[str, Any], run_id: str, output_dir: Path, logger) -> dict[str, Any]:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
-    backbone = load_backbone(cfg.backbone)
-    task = load_task(cfg.task, Path(cfg.paths.cache_dir))
-    layer = absolute_layer(cfg.layer, backbone.num_layers)
-    data = TaskDataModule(task, backbone.tokenizer, cfg.backbone.max_length, cfg.mode.batch_size, cfg.seed,
+    backbone = load_backbone(cfg.backbone, cfg.paths.cache_dir)
+    task = load_task(cfg.task, Path(cfg.paths.cache_dir).expanduser())
+    [layer] = absolute_layers(cfg.layer, backbone.num_layers)
+    data = TaskDataModule(task, backbone, cfg.backbone.max_length, cfg.mode.batch_size, cfg.seed,
                           cfg.task.max_train_examples, cfg.mode.num_workers)
     model = PoolingClassifier(backbone.model, cfg.pooling.strategy.value, layer, task.num_labels,
                               backbone.hidden_size, cfg.mode.lr, cfg.mode.weight_decay, cfg.mode.warmup_ratio,

@@ -9,7 +9,7 @@ Evaluation and encoding batches are simply sorted by length.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
@@ -17,17 +17,23 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from poolbench.backbones import MODEL_INPUTS, Backbone
 from poolbench.tasks import Task, subsample_train
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-
-def tokenize(task: Task, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
+def tokenize(task: Task, tokenizer: PreTrainedTokenizerBase, max_length: int,
+             normalize_text: Callable[[str], str] | None = None) -> DatasetDict:
     """Token ids per example, cached by `datasets` next to the prepared task. Pairs of texts
-    are encoded as the backbone's pair format ([CLS] a [SEP] b [SEP] or its equivalent)."""
+    are encoded as the backbone's pair format ([CLS] a [SEP] b [SEP] or its equivalent).
+    `normalize_text` (`Backbone.normalize_text`) is applied first, for backbones trained on
+    normalised text."""
+
+    def texts(batch: dict, field: str) -> list[str]:
+        return batch[field] if normalize_text is None else [normalize_text(text) for text in batch[field]]
 
     def encode(batch: dict) -> dict:
-        encoded = tokenizer(*(batch[field] for field in task.text_fields), truncation=True, max_length=max_length)
+        encoded = tokenizer(*(texts(batch, field) for field in task.text_fields), truncation=True,
+                            max_length=max_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
@@ -82,23 +88,23 @@ class BucketBatchSampler(Sampler[list[int]]):
 class TaskDataModule(L.LightningDataModule):
     """train / validation / test loaders of one task, tokenized for one backbone."""
 
-    def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int,
+    def __init__(self, task: Task, backbone: Backbone, max_length: int, batch_size: int,
                  seed: int, max_train_examples: int | None = None, num_workers: int = 0):
         super().__init__()
         self.task = task
-        self.tokenizer = tokenizer
+        self.backbone = backbone
         self.max_length = max_length
         self.batch_size = batch_size
         self.seed = seed
         self.max_train_examples = max_train_examples
         self.num_workers = num_workers
-        self.collate = DataCollatorWithPadding(tokenizer)
+        self.collate = DataCollatorWithPadding(backbone.tokenizer)
         self.splits: dict[str, Dataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        tokenized = tokenize(self.task, self.tokenizer, self.max_length)
+        tokenized = tokenize(self.task, self.backbone.tokenizer, self.max_length, self.backbone.normalize_text)
         self.splits = {
             "train": subsample_train(tokenized["train"], self.max_train_examples, self.seed),
             "validation": tokenized["validation"],

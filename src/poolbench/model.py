@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from poolbench.backbones import forward_hidden_states
 from poolbench.pooling import pool
 
 
@@ -21,7 +22,8 @@ class PoolingClassifier(L.LightningModule):
     def __init__(self, backbone: PreTrainedModel, strategy: str, layer: int, num_labels: int, hidden_size: int,
                  lr: float, weight_decay: float, warmup_ratio: float, dropout: float):
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone"])
+        # logger=False: the experiment logger already holds the resolved config; no second copy.
+        self.save_hyperparameters(ignore=["backbone"], logger=False)
         # from_pretrained returns eval mode and Lightning keeps submodule modes: switch dropout on.
         self.backbone = backbone.train()
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
@@ -33,16 +35,14 @@ class PoolingClassifier(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_predictions: list[pd.DataFrame] = []
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Tensor) -> Tensor:
-        outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                                **inputs)
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
         # hidden_states[0] is the embedding output, hidden_states[-1] the last block's (final norm included).
-        states = outputs.hidden_states[self.hparams.layer]
-        return self.head(pool(states, attention_mask, self.hparams.strategy))
+        states = forward_hidden_states(self.backbone, batch)[self.hparams.layer]
+        return self.head(pool(states, batch["attention_mask"], self.hparams.strategy))
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         labels, ids = batch.pop("labels"), batch.pop("id")
-        logits = self(**batch)
+        logits = self(batch)
         return logits, labels, ids
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
