@@ -70,3 +70,21 @@ def test_a_wandb_offline_run_holds_the_resolved_config_and_summary_metrics(poolb
     assert summary["test/acc"] == pytest.approx(record["metrics"]["test/acc"])
     assert summary["val/acc"] == {"max": pytest.approx(record["metrics"]["val/acc"])}  # define_metric(summary="max")
     assert "train/loss" in summary
+
+
+def test_a_probe_sweep_shares_one_encoding_and_writes_a_record_per_pooling_layer_and_seed(poolbench_cli, tmp_path):
+    sweep = ["-m", "mode=probe", "pooling=cls,mean", "layer=all", "seed=0,1", "logger=none", "study=probetest",
+             "backbone=tiny-bert", "task=mcid", "mode.max_epochs=3", f"paths.cache_dir={tmp_path / 'cache'}"]
+    first = poolbench_cli(*sweep)
+    assert first.stdout.count("encoded in") == 1  # one encoding for the four jobs
+    [sweep_dir] = (tmp_path / "outputs" / "probetest").iterdir()
+    records = list(find_records(sweep_dir))
+    keys = sorted((r["factors"]["pooling"], r["factors"]["layer"], r["factors"]["seed"]) for r in records)
+    assert keys == sorted((p, layer, s) for p in ("cls", "mean") for layer in (0, 1, 2) for s in (0, 1))
+    assert len({r["run_id"] for r in records}) == 12
+    assert (sweep_dir / "report" / "layers.png").exists()
+    comparisons = pd.read_csv(sweep_dir / "report" / "comparisons.csv")
+    assert set(comparisons["layer"]) == {0, 1, 2}
+
+    relaunch = poolbench_cli(*sweep)
+    assert relaunch.stdout.count("reusing finished record") == 12 and "encoded in" not in relaunch.stdout

@@ -348,9 +348,8 @@ def run_probe(cfg: DictConfig, output_dir: Path, logger) -> list[dict[str, Any]]
                 "features": features.key,
                 "config": config,
             }
-            write_record(run_dir, record, result.predictions)
+            records[result.layer] = write_record(run_dir, record, result.predictions)
             register_finished(output_root, run_id, run_dir)
-            records[result.layer] = {**record, "dir": str(run_dir)}
     ordered = [records[layer] for layer in layers]
     _log(logger, ordered)
     return ordered

@@ -1,0 +1,153 @@
+"""The feature cache: encoded once, equal to fresh pooling, never half-read, computed once under contention."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from poolbench import features
+from poolbench.backbones import forward_hidden_states, load_backbone
+from poolbench.cli import run
+from poolbench.data import tokenize
+from poolbench.features import FeatureSet, encoding_plan, ensure_features, features_for, features_root
+from poolbench.pooling import STRATEGIES, pool_all
+from poolbench.tasks import load_task
+
+PROBE = ["mode=probe", "task=mcid", "logger=none", "mode.max_epochs=3"]
+
+
+@pytest.fixture
+def count_forwards(monkeypatch):
+    """Counts the backbone forward passes of the feature encoder."""
+    calls = []
+
+    def counted(model, batch):
+        calls.append(len(batch["input_ids"]))
+        return forward_hidden_states(model, batch)
+
+    monkeypatch.setattr(features, "forward_hidden_states", counted)
+    return calls
+
+
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-gpt2"])  # right- and left-padding tokenizers
+def test_cached_vectors_equal_freshly_pooled_ones(make_cfg, tmp_path, backbone):
+    cfg = make_cfg(*PROBE, f"backbone={backbone}", f"paths.cache_dir={tmp_path / 'cache'}")
+    found, encode_s = features_for(cfg)
+    assert encode_s > 0 and found.num_layers == 2
+    # Fresh: one example at a time, so no padding at all, against the cache's padded batches.
+    backbone_ = load_backbone(cfg.backbone, cfg.paths.cache_dir)
+    task = load_task(cfg.task, Path(cfg.paths.cache_dir))
+    split = tokenize(task, backbone_.tokenizer, cfg.backbone.max_length)["validation"]
+    rows = [0, 7, len(split) - 1]
+    for strategy in STRATEGIES:
+        cached = found.vectors("validation", strategy, rows=rows)
+        for i, row in enumerate(rows):
+            example = split[row]
+            batch = {k: torch.tensor([example[k]]) for k in ("input_ids", "attention_mask", "token_type_ids")
+                     if k in example}
+            with torch.inference_mode():
+                states = forward_hidden_states(backbone_.model, batch)
+            fresh = torch.stack([pool_all(layer, batch["attention_mask"])[strategy][0] for layer in states])
+            torch.testing.assert_close(cached[:, i], fresh, atol=1e-5, rtol=1e-5)
+    assert found.labels("validation").tolist() == split["label"] and found.ids("validation").tolist() == split["id"]
+
+
+def test_another_pooling_layer_or_seed_never_calls_the_backbone(make_cfg, tmp_path, count_forwards):
+    first = run(make_cfg(*PROBE, "backbone=tiny-bert", "pooling=mean", "layer=all", "seed=0"), tmp_path / "a")
+    assert len(first) == 3 and sum(count_forwards) == 1198 + 170 + 331  # every mcid example, once
+    count_forwards.clear()
+    for n, overrides in enumerate([("pooling=cls", "layer=1", "seed=1"), ("pooling=max", "layer=all", "seed=2"),
+                                   ("pooling=last", "layer=-1", "seed=0")]):
+        records = run(make_cfg(*PROBE, "backbone=tiny-bert", *overrides), tmp_path / str(n))
+        assert records and all(r["status"] == "finished" for r in records)
+    assert count_forwards == []
+    assert {r["features"] for r in first} == {records[0]["features"]}
+
+
+@pytest.mark.integration
+def test_a_packaged_backbone_with_cached_features_is_not_even_loaded(make_cfg, tmp_path, monkeypatch):
+    overrides = [*PROBE, "backbone=minilm-l6", f"paths.cache_dir={tmp_path / 'cache'}"]
+    run(make_cfg(*overrides, "pooling=mean", "layer=all"), tmp_path / "a")
+    loads = []
+    monkeypatch.setattr(features, "load_backbone", lambda *a, **k: loads.append(a) or load_backbone(*a, **k))
+    [record] = run(make_cfg(*overrides, "pooling=cls", "seed=3"), tmp_path / "b")
+    assert loads == [] and record["factors"]["layer"] == 6 and record["timings"]["encode_s"] == 0
+
+
+def test_the_encoding_plan_keeps_padding_below_five_percent():
+    lengths = torch.randint(3, 60, (5000,)).numpy()
+    plan = encoding_plan(lengths, max_tokens=4096)
+    assert sorted(i for batch in plan for i in batch) == list(range(5000))
+    computed = sum(max(lengths[b]) * len(b) for b in plan)
+    assert lengths.sum() / computed >= 0.95
+    assert all(max(lengths[b]) * len(b) <= 4096 for b in plan)
+
+
+# A worker process: encode mcid with tiny-bert into CACHE, slowly (so that others overlap it),
+# print how long it spent encoding. With STALL set, it stops forever after its first batch.
+WORKER = """
+import sys, time
+from hydra import compose, initialize_config_dir
+from poolbench import features
+from poolbench.cli import CONF_DIR
+
+cache, marker, stall = sys.argv[1], sys.argv[2], sys.argv[3] == "stall"
+forward = features.forward_hidden_states
+def slow(model, batch):
+    open(marker, "a").close()
+    if stall:
+        time.sleep(600)
+    time.sleep(0.05)
+    return forward(model, batch)
+features.forward_hidden_states = slow
+with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    cfg = compose("config", overrides=["mode=probe", "task=mcid", "backbone=tiny-bert", f"paths.cache_dir={cache}"])
+found, encode_s = features.features_for(cfg)
+print(found.key, encode_s)
+"""
+
+
+def _worker(cache: Path, marker: Path, stall: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(cache), str(marker), "stall" if stall else "go"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_a_killed_writer_leaves_no_readable_entry(make_cfg, tmp_path):
+    cache = tmp_path / "cache"
+    writer = _worker(cache, tmp_path / "started", stall=True)
+    _wait_for(tmp_path / "started")
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    directories = [p.name for p in features_root(cache).iterdir() if p.is_dir()]
+    assert len(directories) == 1 and ".tmp-" in directories[0]  # what it left is never read: no entry
+    # The next job encodes afresh and publishes a whole entry.
+    cfg = make_cfg(*PROBE, "backbone=tiny-bert", f"paths.cache_dir={cache}")
+    backbone = load_backbone(cfg.backbone, cache)
+    found, encode_s = ensure_features(backbone, load_task(cfg.task, cache), cfg.backbone, 16384, cache)
+    assert encode_s > 0 and FeatureSet.open(found.directory).size("test") == 331
+
+
+def test_two_processes_asking_for_the_same_features_compute_them_once(tmp_path):
+    cache = tmp_path / "cache"
+    first = _worker(cache, tmp_path / "first")
+    _wait_for(tmp_path / "first")  # the first is encoding now; the second arrives while it does
+    second = _worker(cache, tmp_path / "second")
+    outputs = [p.communicate(timeout=300)[0].split() for p in (first, second)]
+    assert first.returncode == second.returncode == 0
+    assert outputs[0][0] == outputs[1][0]  # the same entry
+    assert float(outputs[0][1]) > 0 and float(outputs[1][1]) == 0  # computed by the first only
+    assert not (tmp_path / "second").exists()  # the second never ran the backbone

@@ -1,0 +1,98 @@
+"""Probe heads: the batched program is torch's AdamW on nn.Linear, heads do not interact, test never selects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from poolbench.cli import run
+from poolbench.features import features_for
+from poolbench.probe import _seed_of, init_heads, probe_layers, train_heads
+from poolbench.records import read_predictions
+
+PROBE = ["mode=probe", "task=mcid", "logger=none", "backbone=tiny-bert", "mode.max_epochs=5"]
+
+
+def blobs(n: int, layers: int = 3, hidden: int = 8, labels: int = 4, seed: int = 0):
+    """Separable-ish Gaussian blobs per layer: x [layers, n, hidden], y [n]."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, labels, (n,), generator=generator)
+    centres = torch.randn(layers, labels, hidden, generator=generator)
+    return centres[:, y] + torch.randn(layers, n, hidden, generator=generator), y
+
+
+def test_one_batched_head_is_torch_adamw_on_a_linear_layer():
+    x, y = blobs(96, layers=1)
+    val_x, val_y = blobs(32, layers=1, seed=1)
+    lr, wd, seed, batch_size = 0.05, 0.1, 3, 16
+    heads = train_heads(x, y, val_x, val_y, [0], [wd], 4, seed, lr, batch_size, max_epochs=1, patience=5)
+
+    weight, bias = init_heads([0], [wd], seed, 8, 4)
+    linear = nn.Linear(8, 4)
+    with torch.no_grad():
+        linear.weight.copy_(weight[0, :, 0].T)
+        linear.bias.copy_(bias[0, 0])
+    optimizer = torch.optim.AdamW([{"params": [linear.weight], "weight_decay": wd},
+                                   {"params": [linear.bias], "weight_decay": 0.0}], lr=lr)
+    order = torch.Generator().manual_seed(_seed_of("order", seed))
+    for batch in torch.randperm(96, generator=order).split(batch_size):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(linear(x[0, batch]), y[batch]).backward()
+        optimizer.step()
+    torch.testing.assert_close(heads.weight[0, :, 0], linear.weight.detach().T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(heads.bias[0, 0], linear.bias.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_heads_trained_together_equal_heads_trained_alone():
+    x, y = blobs(200)
+    val_x, val_y = blobs(60, seed=1)
+    decays = [0.0, 1e-2]
+    together = train_heads(x, y, val_x, val_y, [0, 1, 2], decays, 4, 0, 0.01, 32, max_epochs=30, patience=3)
+    for i, layer in enumerate([0, 1, 2]):
+        for d, wd in enumerate(decays):
+            alone = train_heads(x[i:i + 1], y, val_x[i:i + 1], val_y, [layer], [wd], 4, 0, 0.01, 32, 30, 3)
+            assert together.epoch[i, d] == alone.epoch[0, 0]  # early stopping is per head
+            torch.testing.assert_close(together.weight[i, :, d], alone.weight[0, :, 0], atol=1e-5, rtol=1e-4)
+            assert together.val_acc[i, d] == alone.val_acc[0, 0]
+
+
+def test_test_labels_never_move_the_selection(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg(*PROBE, "pooling=mean")
+    found, _ = features_for(cfg)
+    first, _ = probe_layers(found, "mean", [0, 1, 2], cfg.mode, 0, None)
+    real_labels = found.labels
+
+    def shuffled_test_labels(split):
+        labels = real_labels(split)
+        return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))] if split == "test" else labels
+
+    monkeypatch.setattr(found, "labels", shuffled_test_labels)
+    second, _ = probe_layers(found, "mean", [0, 1, 2], cfg.mode, 0, None)
+    for a, b in zip(first, second):
+        assert a.selection == b.selection and a.metrics["val/acc"] == b.metrics["val/acc"]
+        assert (a.predictions["prediction"] == b.predictions["prediction"]).all()  # same heads, other answer key
+
+
+def test_same_seed_same_metrics_other_seed_other_heads(make_cfg, tmp_path):
+    runs = [run(make_cfg(*PROBE, "layer=all", f"seed={seed}", "skip_finished=false"), tmp_path / str(n))
+            for n, seed in enumerate([0, 0, 1])]
+    metrics = [[r["metrics"] for r in records] for records in runs]
+    assert metrics[0] == metrics[1]
+    probs = [np.stack(read_predictions(records[-1])["probs"]) for records in runs]
+    assert np.array_equal(probs[0], probs[1]) and not np.allclose(probs[0], probs[2])
+
+
+def test_a_probe_job_writes_one_record_per_layer_with_predictions(make_cfg, tmp_path):
+    cfg = make_cfg(*PROBE, "layer=all", "pooling=max", "task.max_train_examples=320")
+    records = run(cfg, tmp_path / "run")
+    assert [r["factors"]["layer"] for r in records] == [0, 1, 2]
+    assert len({r["run_id"] for r in records}) == 3
+    for record in records:
+        assert record["factors"]["mode"] == "probe" and record["factors"]["pooling"] == "max"
+        assert record["metrics"]["n_train"] == 320 and record["selection"]["weight_decay"] in cfg.mode.weight_decays
+        predictions = read_predictions(record)
+        assert len(predictions) == record["metrics"]["n_test"] == 331
+        accuracy = (predictions["prediction"] == predictions["label"]).mean()
+        assert accuracy == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
