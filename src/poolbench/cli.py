@@ -7,6 +7,7 @@ One run: validate the config -> reuse a finished run with the same identity, or 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -25,9 +26,12 @@ import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
 
+from poolbench import backbones, tasks
 from poolbench.backbones import load_backbone
-from poolbench.config import Mode, absolute_layers, register, validate
+from poolbench.config import Mode, PathsConfig, absolute_layers, register, validate
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.records import factors, find_finished, register_finished, reuse_record, run_identity, write_record
@@ -140,3 +144,34 @@ def main(cfg: DictConfig) -> None:
             raise
         # One failed job must not stop a sweep: its failed record is counted by the report.
         log.exception("job %s failed; its record says why. The sweep goes on.", hydra_cfg.job.num)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("params", "layers", "hidden", "train", "validation",
+                                                               "test", "labels") else "left")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else f"{row[c]:,}" if isinstance(row.get(c), int)
+                        and not isinstance(row.get(c), bool) else str(row[c]) for c in columns))
+    return table
+
+
+def catalog(argv: list[str] | None = None) -> None:
+    """`poolbench-catalog`: every backbone and task option, whether it is installed here, its size."""
+    parser = argparse.ArgumentParser(prog="poolbench-catalog", description=catalog.__doc__)
+    parser.add_argument("--cache-dir", default=os.environ.get("POOLBENCH_CACHE", PathsConfig.cache_dir),
+                        help="where prepared tasks and converted backbones are cached (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="do not prepare tasks to count their examples")
+    args = parser.parse_args(argv)
+    cache_dir = Path(args.cache_dir).expanduser()
+    console = Console(width=160)
+    backbone_rows = [{**row, "installed": "yes" if row["installed"] else "no", "hidden": row["hidden_size"],
+                      "note": row["install"]} for row in backbones.catalog_rows(cache_dir)]
+    console.print(_table("Backbones (backbone=<name>)", backbone_rows,
+                         ["name", "family", "source", "installed", "params", "layers", "hidden", "note"]))
+    task_rows = [{**row, "installed": "yes" if row["installed"] else "no",
+                  "pair": {True: "yes", False: "no"}.get(row["pair"])}
+                 for row in tasks.catalog_rows(None if args.quick else cache_dir)]
+    console.print(_table("Tasks (task=<name>)", task_rows,
+                         ["name", "source", "installed", "train", "validation", "test", "labels", "pair", "note"]))
