@@ -110,7 +110,7 @@ def test_catalog_rows_list_every_yaml_without_loading_a_model():
     rows = {row["name"]: row for row in catalog_rows()}
     assert time.perf_counter() - start < 5
     assert sorted(rows) == YAMLS
-    assert {row["family"] for row in rows.values()} == {"encoder_nsp", "encoder_mlm", "decoder"}
+    assert {row["family"] for row in rows.values()} == {"encoder_nsp", "encoder_mlm", "encoder_cls", "decoder"}
     minilm = rows["minilm-l6"]
     assert minilm["installed"] and (minilm["layers"], minilm["hidden_size"]) == (6, 384)
     for row in rows.values():

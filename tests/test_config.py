@@ -24,7 +24,7 @@ def test_the_default_config_composes_and_is_typed(make_cfg):
         ("backbone.max_length=long", r"full_key: backbone.max_length"),
         ("mode.learning_rate=1e-3", r"Key 'learning_rate' not in 'FinetuneConfig'[\s\S]*full_key: mode.learning_rate"),
         ("task.max_train_exampels=10", r"Key 'max_train_exampels' not in 'TaskConfig'"),
-        ("backbone.family=transformer", r"expected one of \[encoder_nsp, encoder_mlm, decoder\][\s\S]*backbone.family"),
+        ("backbone.family=transformer", r"expected one of \[encoder_nsp, encoder_mlm, encoder_cls, decoder\][\s\S]*backbone.family"),
     ],
 )
 def test_bad_values_fail_at_compose_time_naming_the_key(make_cfg, override, message):

@@ -1,6 +1,9 @@
 """Real Hydra multiruns through the installed `poolbench` script, and a real W&B offline run."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -88,3 +91,13 @@ def test_a_probe_sweep_shares_one_encoding_and_writes_a_record_per_pooling_layer
 
     relaunch = poolbench_cli(*sweep)
     assert relaunch.stdout.count("reusing finished record") == 12 and "encoded in" not in relaunch.stdout
+
+
+def test_the_catalog_lists_backbones_and_tasks_with_what_is_installed(tmp_path):
+    script = Path(sys.executable).with_name("poolbench-catalog")
+    result = subprocess.run([str(script), "--quick", "--cache-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    for name in ("minilm-l6", "smollm2-135m", "bert-base-uncased", "banking77", "nsp_bbc", "sst2"):
+        assert name in result.stdout
+    assert "encoder_nsp" in result.stdout and "decoder" in result.stdout

@@ -6,6 +6,7 @@ study needs (number of layers, hidden size, what pins the weights). The family (
 backbone's yaml) says what h_0 means:
 
   encoder_nsp  BERT-style, h_0 ([CLS]) was trained as the summary of the input
+  encoder_cls  h_0 trained as the summary by a supervised classification objective (categorium)
   encoder_mlm  RoBERTa/MPNet/MiniLM, h_0 is a special token trained by masked LM only
   decoder      causal LM, h_0 has attended to nothing but itself
 and `init=random` turns any of them into the architecture-alone control.

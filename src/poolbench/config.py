@@ -27,6 +27,7 @@ class Strategy(Enum):
 class Family(Enum):
     encoder_nsp = "encoder_nsp"  # BERT: h_0 trained as the summary of a sentence pair
     encoder_mlm = "encoder_mlm"  # RoBERTa, MPNet, MiniLM: no next-sentence objective
+    encoder_cls = "encoder_cls"  # h_0 trained as the summary by a supervised objective through [CLS] (categorium)
     decoder = "decoder"  # causal LM: h_0 sees only itself
 
 

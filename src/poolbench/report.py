@@ -809,16 +809,25 @@ def write_report(collection: Collection, out: Path, title: str | None = None) ->
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
 
-    print_to_console(collection, unavailable_predictions, verdict, report)
+    accuracy = accuracy_cells(mean, sd, " ± ", lambda text: f"[bold]{text}[/bold]").reset_index()
+    print_to_console(collection, unavailable_predictions, accuracy.rename(columns={"label": "backbone"}), verdict,
+                     report)
     return report
 
 
-def print_to_console(collection: Collection, unavailable_predictions: list[str], verdict: list[str], report: Path) -> None:
-    table = Table(title="poolbench report")
-    table.add_column("runs")
-    table.add_column("count", justify="right")
+def print_to_console(collection: Collection, unavailable_predictions: list[str], accuracy: pd.DataFrame,
+                     verdict: list[str], report: Path) -> None:
+    counts = Table(title="poolbench report")
+    counts.add_column("runs")
+    counts.add_column("count", justify="right")
     for row in run_counts(collection, unavailable_predictions).itertuples(index=False):
-        table.add_row(row.runs, str(row.count))
+        counts.add_row(row.runs, str(row.count))
+    console.print(counts)
+    table = Table(title="test accuracy (%) at the final layer, mean ± sd over seeds (best in bold)")
+    for column in accuracy.columns:
+        table.add_column(str(column), justify="left" if column in ("mode", "task", "backbone") else "right")
+    for row in accuracy.itertuples(index=False):
+        table.add_row(*map(str, row))
     console.print(table)
     for line in verdict:
         console.print(line.removeprefix("- ").replace("**", ""), markup=False)
