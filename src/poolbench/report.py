@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -35,7 +38,7 @@ from matplotlib.colors import ListedColormap
 # importing this module never switches the pyplot backend of whoever imports it.
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from scipy import stats
@@ -686,7 +689,17 @@ def values_of(series: pd.Series) -> str:
     return ", ".join(map(str, sorted(series.dropna().unique(), key=lambda v: (str(type(v)), v)))) or "–"
 
 
-def setup_section(runs: pd.DataFrame) -> list[str]:
+def sweep_commands(roots: Iterable[Path]) -> list[str]:
+    """The command line that launched each Hydra sweep below `roots`, read from its multirun.yaml."""
+    commands = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("multirun.yaml")):
+            overrides = OmegaConf.load(path).hydra.overrides.task
+            commands.append(f"`{shlex.join(['poolbench', '-m', *overrides])}` → `{path.parent}`")
+    return commands
+
+
+def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
     backbones = runs.groupby(["backbone", "family", "init"], dropna=False).agg(
         layers=("num_layers", values_of), runs=("run_id", "size")).reset_index()
     tasks = runs.groupby("task").agg(n_test=("n_test", values_of), labels=("n_labels", values_of),
@@ -705,7 +718,9 @@ def setup_section(runs: pd.DataFrame) -> list[str]:
         "### Software and provenance", "",
         *(f"- {column.removeprefix('version/')}: {values_of(runs[column])}" for column in runs if column.startswith("version/")),
         f"- git commits: {values_of(runs['git_commit'])}",
-        f"- records created: {created.min()} to {created.max()}" if len(created) else "- records created: –", "",
+        f"- records created: {created.min()} to {created.max()}" if len(created) else "- records created: –",
+        *(f"- produced by: {command}" for command in commands),
+        f"- report written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "",
     ]
 
 
@@ -729,8 +744,9 @@ def across_for_markdown(across: pd.DataFrame) -> pd.DataFrame:
                          median_diff=across["median_diff"].map(lambda d: f"{d:+.3f}"))
 
 
-def write_report(collection: Collection, out: Path, title: str | None = None) -> Path:
-    """Analyse the collected runs and write every output into `out`; returns REPORT.md's path."""
+def write_report(collection: Collection, out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
+    """Analyse the collected runs and write every output into `out`; returns REPORT.md's path.
+    `commands`: how the runs and the report were produced, for the provenance section."""
     if not collection.finished:
         raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
@@ -778,7 +794,7 @@ def write_report(collection: Collection, out: Path, title: str | None = None) ->
     if collection.missing:
         lines += ["Job dirs without a record (killed before writing one, or still running):", "",
                   *(f"- `{entry}`" for entry in collection.missing), ""]
-    lines += setup_section(runs)
+    lines += setup_section(runs, list(commands))
     lines += [
         "## Verdict", "",
         f"At each backbone's final layer, each pooling against cls. A cell is one task x backbone; per-cell "
@@ -834,9 +850,9 @@ def print_to_console(collection: Collection, unavailable_predictions: list[str],
     console.print(f"report: {report}", markup=False)
 
 
-def build_report(roots: list[Path], out: Path, title: str | None = None) -> Path:
+def build_report(roots: list[Path], out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
     """The report of every record below `roots`, written into `out`; returns REPORT.md's path."""
-    return write_report(collect(*read_local(roots)), out, title)
+    return write_report(collect(*read_local(roots)), out, title, [*sweep_commands(roots), *commands])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -851,11 +867,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give run or sweep directories, or --from-wandb ENTITY/PROJECT --group STUDY")
     if bool(args.from_wandb) != bool(args.group):
         parser.error("--from-wandb and --group go together")
+    command = f"`{shlex.join(['poolbench-report', *(sys.argv[1:] if argv is None else argv)])}`"
     try:
         records, unreadable, missing = read_local(args.runs)
         if args.from_wandb:
             records += read_wandb(args.from_wandb, args.group)
-        write_report(collect(records, unreadable, missing), args.out, args.title)
+        write_report(collect(records, unreadable, missing), args.out, args.title, [*sweep_commands(args.runs), command])
     except ReportError as error:
         console.print(f"poolbench-report: {error}", style="red", markup=False)
         return 1
