@@ -103,7 +103,9 @@ class FinetuneConfig:
 class ProbeConfig:
     name: Mode = Mode.probe
     lr: float = 1e-2
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3, 1e-2])
+    # Decoupled (AdamW) decay shrinks weights by lr x wd per step: at lr 1e-2, decays up to 1e-2 changed
+    # no validation accuracy by more than noise (MiniLM-L6 on banking77); 0.1 and 1.0 do regularise.
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 0.1, 1.0])
     max_epochs: int = 100
     patience: int = 10  # epochs without a validation gain before a head stops
     batch_size: int = 256

@@ -47,7 +47,7 @@ from statsmodels.stats.multitest import multipletests
 from poolbench.records import RECORD_FILE, read_predictions, read_record, run_identity
 
 log = logging.getLogger(__name__)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
 
 FACTORS = ["backbone", "family", "init", "task", "mode", "pooling", "layer", "num_layers", "seed",
            "max_train_examples"]
@@ -209,6 +209,20 @@ def read_all_predictions(records: list[dict[str, Any]]) -> tuple[dict[str, RunPr
     return predictions, unavailable
 
 
+def at_epoch_budget(record: dict[str, Any]) -> bool | None:
+    """Whether validation chose the last epoch the run was allowed (it may have stopped short of its
+    best); None when the record does not say."""
+    epoch = (record.get("selection") or {}).get("epoch")
+    config = record.get("config") or {}
+    if epoch is None:
+        return None
+    if record["factors"].get("mode") == "finetune" and "trainer" in config:
+        return epoch == config["trainer"]["max_epochs"] - 1  # Lightning counts epochs from 0
+    if "mode" in config and "max_epochs" in config["mode"]:
+        return epoch == config["mode"]["max_epochs"]  # probe heads count from 1
+    return None
+
+
 def runs_table(records: list[dict[str, Any]], predictions: dict[str, RunPredictions]) -> pd.DataFrame:
     """One row per run: factors, metrics as recorded, timings, versions, provenance."""
     rows = []
@@ -219,6 +233,8 @@ def runs_table(records: list[dict[str, Any]], predictions: dict[str, RunPredicti
             **{factor: record["factors"].get(factor) for factor in FACTORS},
             **record["metrics"],
             "n_labels": predictions[record["dir"]].n_labels if record["dir"] in predictions else None,
+            "selected_epoch": (record.get("selection") or {}).get("epoch"),
+            "at_epoch_budget": at_epoch_budget(record),
             **{f"time/{k}": v for k, v in (record.get("timings") or {}).items()},
             **{f"version/{k}": v for k, v in (record.get("versions") or {}).items()},
             "git_commit": record.get("git_commit"),
@@ -447,6 +463,11 @@ def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame
         notes.append(f"{len(unavailable_predictions)} runs lack readable per-example predictions: "
                      f"{(comparisons['evidence'] == 'cells').sum()} comparisons have no bootstrap CI or McNemar test "
                      "and count only in the Wilcoxon tests across cells.")
+    at_budget = runs["at_epoch_budget"].eq(True)  # None: the record does not say
+    if at_budget.any():
+        notes.append(f"{at_budget.sum()} of {len(runs)} runs selected the last epoch they were allowed "
+                     "(trainer.max_epochs or mode.max_epochs): they may be undertrained, and more epochs could "
+                     "change the ranking.")
     unpaired = comparisons["unpaired_seeds"] > 0
     if unpaired.any():
         notes.append(f"{unpaired.sum()} comparisons leave seeds out that only one of the two readouts ran; "
