@@ -101,3 +101,10 @@ def test_the_catalog_lists_backbones_and_tasks_with_what_is_installed(tmp_path):
     for name in ("minilm-l6", "smollm2-135m", "bert-base-uncased", "banking77", "nsp_bbc", "sst2"):
         assert name in result.stdout
     assert "encoder_nsp" in result.stdout and "decoder" in result.stdout
+
+
+def test_an_out_of_range_value_stops_before_any_work_with_a_one_line_reason(poolbench_cli, tmp_path):
+    result = poolbench_cli("mode.lr=-1", "logger=none", *TINY, check=False)
+    assert result.returncode == 2
+    assert "invalid config: mode.lr=-1.0 is out of range: it must be > 0." in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and not list((tmp_path / "outputs").rglob("record.json"))

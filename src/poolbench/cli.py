@@ -30,14 +30,16 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench import backbones, tasks
-from poolbench.backbones import load_backbone
-from poolbench.config import Mode, PathsConfig, absolute_layers, register, validate
+from poolbench.backbones import BackboneUnavailable, load_backbone
+from poolbench.config import ConfigError, Mode, PathsConfig, absolute_layers, register, validate
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.records import factors, find_finished, register_finished, reuse_record, run_identity, write_record
-from poolbench.tasks import load_task
+from poolbench.tasks import TaskUnavailable, load_task
 
 log = logging.getLogger("poolbench")
+# Errors whose message says what to change (a value, a package, a network): no traceback for them.
+USER_ERRORS = (ConfigError, BackboneUnavailable, TaskUnavailable)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register()
 
@@ -139,6 +141,10 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     try:
         run(cfg, Path(hydra_cfg.runtime.output_dir))
+    except USER_ERRORS as error:
+        log.error("%s: %s", "invalid config" if isinstance(error, ConfigError) else "unavailable", error)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise SystemExit(2) from None
     except Exception:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise

@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 # v1: pool_all of every hidden state of `backbones.forward_hidden_states` (positions counted over real tokens).
 POOLING_VERSION = 1
 MANIFEST = "manifest.json"
-FORMAT = "npy-v1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +305,6 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
                  len(dataset), stats.batches, stats.padding_efficiency)
     encode_s = time.perf_counter() - started
     return {
-        "format": FORMAT,
         "key": key,
         "identity": identity,
         "task": task.name,
