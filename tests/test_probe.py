@@ -96,3 +96,10 @@ def test_a_probe_job_writes_one_record_per_layer_with_predictions(make_cfg, tmp_
         assert len(predictions) == record["metrics"]["n_test"] == 331
         accuracy = (predictions["prediction"] == predictions["label"]).mean()
         assert accuracy == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+
+
+def test_a_head_on_a_constant_input_stops_early():
+    # h_0 at the embedding layer is one vector for every text: only the bias can learn.
+    x, y = torch.ones(1, 300, 8), torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(0))
+    heads = train_heads(x, y, x[:, :100], y[:100], [0], [0.0], 4, 0, 0.01, 32, max_epochs=100, patience=5)
+    assert heads.epochs_run < 100

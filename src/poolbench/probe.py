@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
+# At equal validation accuracy, a loss drop smaller than this is no gain. Without it a head on a
+# constant input (h_0 at the embedding layer is the same vector for every text) never stops: its
+# bias creeps toward the label prior forever, and the whole batch of heads trains to max_epochs.
+MIN_LOSS_DELTA = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +128,7 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
 
     train_x [L, n, H] and val_x [L, m, H] hold layer `layers[i]` at position i. Each head does
     minibatch AdamW on its own mean cross-entropy, and stops after `patience` epochs without a
-    validation gain (accuracy up, or equal accuracy and loss down); its best state is kept."""
+    validation gain (accuracy up, or equal accuracy and loss down by MIN_LOSS_DELTA); its best state is kept."""
     L, n, H = train_x.shape
     D, C = len(weight_decays), num_labels
     weight, bias = init_heads(layers, weight_decays, seed, H, C)
@@ -159,7 +163,8 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
                     update = update + wd * param
                 param.sub_(torch.where(live, lr * update, 0.0))
         val_loss, val_acc = _loss_acc(head_logits(val_x, weight, bias), val_y)
-        improved = active & ((val_acc > best.val_acc) | ((val_acc == best.val_acc) & (val_loss < best.val_loss)))
+        improved = active & ((val_acc > best.val_acc)
+                             | ((val_acc == best.val_acc) & (val_loss < best.val_loss - MIN_LOSS_DELTA)))
         best.val_acc = torch.where(improved, val_acc, best.val_acc)
         best.val_loss = torch.where(improved, val_loss, best.val_loss)
         best.epoch = torch.where(improved, epoch, best.epoch)
