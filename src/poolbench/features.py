@@ -49,7 +49,8 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
-from poolbench.backbones import MODEL_INPUTS, PACKAGED, Backbone, build_once, forward_hidden_states, load_backbone
+from poolbench.backbones import (MODEL_INPUTS, PACKAGED, Backbone, BackboneUnavailable, build_once,
+                                 forward_hidden_states, load_backbone)
 from poolbench.data import sorted_batches, tokenize
 from poolbench.records import atomic_write_bytes
 from poolbench.pooling import STRATEGIES, pool_all
@@ -362,7 +363,7 @@ def _weights_stamp(backbone_cfg: dict[str, Any], cache_dir: str | Path) -> str |
 def _lookup_path(cache_dir: str | Path, backbone_cfg: dict[str, Any], task: Task) -> Path | None:
     try:
         stamp = _weights_stamp(backbone_cfg, cache_dir)
-    except Exception:  # an uninstalled package: load_backbone will say how to install it
+    except BackboneUnavailable:  # not installed: load_backbone will say how to install it
         return None
     if stamp is None:
         return None
