@@ -34,7 +34,8 @@ from poolbench.backbones import BackboneUnavailable, load_backbone
 from poolbench.config import ConfigError, Mode, PathsConfig, absolute_layers, register, validate
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
-from poolbench.records import factors, find_finished, register_finished, reuse_record, run_identity, write_record
+from poolbench.records import (factors, find_finished, git_commit, register_finished, reuse_record, run_identity,
+                               write_record)
 from poolbench.tasks import TaskUnavailable, load_task
 
 log = logging.getLogger("poolbench")
@@ -138,6 +139,7 @@ def run(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
+    git_commit()  # pin the commit of the code this process imported, before a long sweep sees new commits
     hydra_cfg = HydraConfig.get()
     try:
         run(cfg, Path(hydra_cfg.runtime.output_dir))

@@ -23,6 +23,7 @@ record.json keys:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -97,8 +98,10 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the poolbench checkout that ran, with '+dirty' for uncommitted changes."""
+    """The commit of the poolbench checkout that ran, with '+dirty' for uncommitted changes. Read
+    once per process: a sweep's code is what it imported at start, whatever is committed meanwhile."""
     repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
