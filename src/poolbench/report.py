@@ -487,8 +487,10 @@ def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame
                      "different config: only the newest of each is analysed.")
     commits = runs["git_commit"].dropna().unique()
     dirty = any(str(commit).endswith("+dirty") for commit in commits)
-    if len(commits) > 1 or dirty:
+    if len(commits) > 1:
         notes.append(f"The runs come from {len(commits)} code versions{', some with uncommitted changes' if dirty else ''}.")
+    elif dirty:
+        notes.append(f"The runs come from one code version with uncommitted changes ({commits[0]}).")
     for column in [c for c in runs if c.startswith("version/")]:
         if runs[column].nunique() > 1:
             notes.append(f"{column.removeprefix('version/')} differs between runs: "
@@ -599,29 +601,33 @@ def pooling_colors(poolings: Iterable[str]) -> dict[str, Any]:
 
 
 def plot_accuracy(summary: pd.DataFrame, path: Path) -> bool:
-    """Bars of test accuracy at the final layer with 95% CI over seeds: one panel per mode x task."""
+    """Bars of test accuracy at the final layer with 95% CI over seeds: one panel per (mode, task)
+    that has runs, four panels a row."""
     final = with_labels(at_final_layer(summary))
     if final.empty:
         return False
-    modes, tasks = sorted(final["mode"].unique()), sorted(final["task"].unique())
+    panels = sorted(final.groupby(["mode", "task"]).groups)
     colors = pooling_colors(final["pooling"])
     width = 0.8 / len(colors)
-    n_labels = final["label"].nunique()
-    figure = Figure(figsize=(max(4.0, 0.5 * n_labels * len(colors)) * len(tasks), 3.6 * len(modes)), layout="constrained")
-    axes = figure.subplots(len(modes), len(tasks), squeeze=False, sharey=True)
-    for i, mode in enumerate(modes):
-        for j, task in enumerate(tasks):
-            ax = axes[i][j]
-            panel = final[(final["mode"] == mode) & (final["task"] == task)]
-            labels = sorted(panel["label"].unique())
-            for k, (pooling, color) in enumerate(colors.items()):
-                bars = panel[panel["pooling"] == pooling].set_index("label").reindex(labels)
-                positions = np.arange(len(labels)) + (k - (len(colors) - 1) / 2) * width
-                ax.bar(positions, bars["acc_mean"], width, color=color,
-                       yerr=bars["acc_mean"] - bars["acc_ci_low"], capsize=2)
-            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-            ax.set_title(f"{task} · {mode}")
-        axes[i][0].set_ylabel("test accuracy")
+    n_cols = min(4, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    most_labels = final.groupby(["mode", "task"])["label"].nunique().max()
+    figure = Figure(figsize=(max(4.0, 0.4 * most_labels * len(colors)) * n_cols, 4.0 * n_rows), layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False, sharey=True).ravel()
+    for ax, (mode, task) in zip(axes, panels):
+        panel = final[(final["mode"] == mode) & (final["task"] == task)]
+        labels = sorted(panel["label"].unique())
+        for k, (pooling, color) in enumerate(colors.items()):
+            bars = panel[panel["pooling"] == pooling].set_index("label").reindex(labels)
+            positions = np.arange(len(labels)) + (k - (len(colors) - 1) / 2) * width
+            ax.bar(positions, bars["acc_mean"], width, color=color,
+                   yerr=bars["acc_mean"] - bars["acc_ci_low"], capsize=2)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_title(f"{task} · {mode}")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[::n_cols]:
+        ax.set_ylabel("test accuracy")
     figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling", loc="outside right upper")
     figure.savefig(path, dpi=120)
     return True
@@ -669,7 +675,9 @@ def plot_win_tie_loss(comparisons: pd.DataFrame, path: Path) -> bool:
     annotation = final.pivot(index="row", columns="pooling", values="diff")[columns].map(
         lambda d: "" if pd.isna(d) else f"{d:+.3f}")
     outcome_colors = {"loss": "#d55e00", "tie": "#d9d9d9", "win": "#009e73"}
-    figure = Figure(figsize=(2.0 + 1.3 * len(columns), 1.0 + 0.35 * len(score)), layout="constrained")
+    # Wide enough for the row labels ("probe | banking77 | smollm2-135m, 2000 train"): ~0.08 in a character.
+    label_width = 0.08 * max(len(row) for row in score.index)
+    figure = Figure(figsize=(label_width + 1.5 + 1.3 * len(columns), 1.0 + 0.35 * len(score)), layout="constrained")
     ax = figure.subplots()
     # Scores -1, 0, 1 fall in the three equal bins of [-1.5, 1.5]; untested (NaN) cells stay blank.
     sns.heatmap(score, ax=ax, cmap=ListedColormap(list(outcome_colors.values())), vmin=-1.5, vmax=1.5,
