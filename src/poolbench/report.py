@@ -606,16 +606,15 @@ def plot_accuracy(summary: pd.DataFrame, path: Path) -> bool:
     final = with_labels(at_final_layer(summary))
     if final.empty:
         return False
-    panels = sorted(final.groupby(["mode", "task"]).groups)
+    panels = list(final.groupby(["mode", "task"]))  # sorted by (mode, task)
     colors = pooling_colors(final["pooling"])
     width = 0.8 / len(colors)
     n_cols = min(4, len(panels))
     n_rows = -(-len(panels) // n_cols)
-    most_labels = final.groupby(["mode", "task"])["label"].nunique().max()
+    most_labels = max(panel["label"].nunique() for _, panel in panels)
     figure = Figure(figsize=(max(4.0, 0.4 * most_labels * len(colors)) * n_cols, 4.0 * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, n_cols, squeeze=False, sharey=True).ravel()
-    for ax, (mode, task) in zip(axes, panels):
-        panel = final[(final["mode"] == mode) & (final["task"] == task)]
+    for ax, ((mode, task), panel) in zip(axes, panels):
         labels = sorted(panel["label"].unique())
         for k, (pooling, color) in enumerate(colors.items()):
             bars = panel[panel["pooling"] == pooling].set_index("label").reindex(labels)
