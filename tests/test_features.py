@@ -60,12 +60,14 @@ def test_cached_vectors_equal_freshly_pooled_ones(make_cfg, tmp_path, backbone):
 
 
 def test_another_pooling_layer_or_seed_never_calls_the_backbone(make_cfg, tmp_path, count_forwards):
-    first = run(make_cfg(*PROBE, "backbone=tiny-bert", "pooling=mean", "layer=all", "seed=0"), tmp_path / "a")
+    # A cache of its own: with the session's, another test may have encoded tiny-bert x mcid already.
+    probe = [*PROBE, "backbone=tiny-bert", f"paths.cache_dir={tmp_path / 'cache'}"]
+    first = run(make_cfg(*probe, "pooling=mean", "layer=all", "seed=0"), tmp_path / "a")
     assert len(first) == 3 and sum(count_forwards) == 1198 + 170 + 331  # every mcid example, once
     count_forwards.clear()
     for n, overrides in enumerate([("pooling=cls", "layer=1", "seed=1"), ("pooling=max", "layer=all", "seed=2"),
                                    ("pooling=last", "layer=-1", "seed=0")]):
-        records = run(make_cfg(*PROBE, "backbone=tiny-bert", *overrides), tmp_path / str(n))
+        records = run(make_cfg(*probe, *overrides), tmp_path / str(n))
         assert records and all(r["status"] == "finished" for r in records)
     assert count_forwards == []
     assert {r["features"] for r in first} == {records[0]["features"]}
