@@ -94,6 +94,7 @@ def test_a_probe_job_writes_one_record_per_layer_with_predictions(make_cfg, tmp_
         assert record["metrics"]["n_train"] == 320 and record["selection"]["weight_decay"] in cfg.mode.weight_decays
         predictions = read_predictions(record)
         assert len(predictions) == record["metrics"]["n_test"] == 331
+        assert len(predictions["probs"].iloc[0]) == record["metrics"]["n_labels"] == 16
         accuracy = (predictions["prediction"] == predictions["label"]).mean()
         assert accuracy == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
 

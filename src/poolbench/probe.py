@@ -251,7 +251,7 @@ def probe_layers(features: FeatureSet, strategy: str, layers: Sequence[int], mod
         results.append(LayerResult(
             layer=layer,
             metrics={"val/acc": val["acc"], "val/f1": val["f1"], "test/acc": test["acc"], "test/f1": test["f1"],
-                     "n_test": len(test_y), "n_train": len(rows)},
+                     "n_test": len(test_y), "n_train": len(rows), "n_labels": num_labels},
             selection={"weight_decay": weight_decays[chosen[i]], "epoch": int(heads.epoch[i, chosen[i]]),
                        "monitor": "val/acc"},
             predictions=predictions.sort_values("id").reset_index(drop=True),

@@ -13,7 +13,7 @@ record.json keys:
   study       the study (W&B group) it was launched under
   factors     backbone, family, init, task, mode, pooling, layer (absolute: 0 = embeddings),
               num_layers, seed, max_train_examples: one column each in the report
-  metrics     val/acc, val/f1 (at the selected setting), test/acc, test/f1, n_test, ...
+  metrics     val/acc, val/f1 (at the selected setting), test/acc, test/f1, n_test, n_train, n_labels
   selection   what validation chose (epoch, weight decay, ...)
   timings     seconds per phase
   config      the resolved config, enums as strings
