@@ -236,7 +236,7 @@ def _fake_glue() -> DatasetDict:
 
 def test_hub_loader_maps_columns_and_splits_and_carves_validation(monkeypatch, cache_dir):
     calls = []
-    monkeypatch.setattr(tasks, "_hub_offline_reason", lambda: None)
+    monkeypatch.setattr(tasks, "hub_offline_reason", lambda flags: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or _fake_glue())
     task = load_task(CONFIGS["sst2"], cache_dir)
     assert calls == [(("nyu-mll/glue", "sst2"), {"revision": None})]

@@ -32,6 +32,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,18 +390,37 @@ _OFFLINE_HINT = "Offline, use a packaged backbone instead: " + ", ".join(f"backb
 # --------------------------------------------------------------------------- the hub
 
 
-def _hub_offline() -> bool:
-    """True when the hub cannot be reached. Without this check transformers retries a failing
-    connection for about a minute before it gives up; with it, a missing model fails at once."""
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
-        return True
+HUB_PROBE_SECONDS = 3.0
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline_reason(flags: tuple[str, ...] = ("HF_HUB_OFFLINE",)) -> str | None:
+    """Why the hub cannot be reached, or None. Honours the offline `flags`; else tries one TCP
+    connection to the endpoint within HUB_PROBE_SECONDS (DNS included), so that a machine without
+    network fails in seconds instead of waiting out the libraries' retries (transformers: about a
+    minute). Behind an HTTPS proxy the direct probe says nothing: the library is left to try."""
+    for variable in flags:
+        if os.environ.get(variable, "").upper() in _TRUE:
+            return f"{variable} is set"
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return None
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-        socket.create_connection((endpoint.hostname, port), timeout=3).close()
-        return False
-    except OSError:
-        return True
+    address = (endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80))
+    outcome: list[OSError | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=HUB_PROBE_SECONDS).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error)
+
+    probe = threading.Thread(target=connect, daemon=True)  # a daemon: getaddrinfo has no timeout of its own
+    probe.start()
+    probe.join(HUB_PROBE_SECONDS)
+    if not outcome:
+        return f"cannot reach {address[0]}:{address[1]} (no answer in {HUB_PROBE_SECONDS:g} s)"
+    return f"cannot reach {address[0]}:{address[1]} ({outcome[0]})" if outcome[0] else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -463,7 +483,7 @@ def _resolve(cfg: BackboneConfig, cache_dir: str | Path | None) -> _Resolved:
             )
         return _Resolved(directory, {}, _files_checksum(directory, _WEIGHT_FILES))
     # Source.hub: offline, read only the local HF cache (fails at once when the model is not there).
-    return _Resolved(cfg.location, {"revision": cfg.revision, "local_files_only": _hub_offline()}, "hub")
+    return _Resolved(cfg.location, {"revision": cfg.revision, "local_files_only": hub_offline_reason() is not None}, "hub")
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:

@@ -27,15 +27,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import os
 import re
-import socket
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -43,7 +39,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_fro
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from poolbench.backbones import BackboneUnavailable, package_dir
+from poolbench.backbones import BackboneUnavailable, hub_offline_reason, package_dir
 from poolbench.config import TaskConfig
 
 SPLITS = ("train", "validation", "test")
@@ -264,40 +260,10 @@ def load_twitter_sentiment(cfg: TaskConfig) -> RawTask:
 # Hub tasks: any dataset on the Hugging Face hub, for users with internet
 
 HUB_VALIDATION_FRACTION = 0.1  # carved from train, stratified and seeded, when the hub has no validation split
-HUB_PROBE_SECONDS = 3.0
 
 
 def _packaged_alternatives() -> str:
     return ", ".join(f"task={cfg.name}" for cfg in task_configs() if cfg.source != "hub")
-
-
-def _hub_offline_reason() -> str | None:
-    """Why the hub cannot be reached, or None. Honours HF_DATASETS_OFFLINE / HF_HUB_OFFLINE; else
-    tries one TCP connection to the endpoint within HUB_PROBE_SECONDS (DNS included), so that a
-    machine without network fails in seconds instead of waiting out datasets' retries. Behind an
-    HTTPS proxy the direct probe says nothing: datasets is left to try."""
-    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(variable, "").upper() in {"1", "ON", "YES", "TRUE"}:
-            return f"{variable} is set"
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
-        return None
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    address = (endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80))
-    outcome: list[OSError | None] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection(address, timeout=HUB_PROBE_SECONDS).close()
-            outcome.append(None)
-        except OSError as error:
-            outcome.append(error)
-
-    probe = threading.Thread(target=connect, daemon=True)  # a daemon: getaddrinfo has no timeout of its own
-    probe.start()
-    probe.join(HUB_PROBE_SECONDS)
-    if not outcome:
-        return f"cannot reach {address[0]}:{address[1]} (no answer in {HUB_PROBE_SECONDS:g} s)"
-    return f"cannot reach {address[0]}:{address[1]} ({outcome[0]})" if outcome[0] else None
 
 
 @contextlib.contextmanager
@@ -322,7 +288,7 @@ def load_hub(cfg: TaskConfig) -> RawTask:
     stratified, seeded by split_seed). Offline, only a warm HF cache works; else TaskUnavailable."""
     from datasets import load_dataset
 
-    reason = _hub_offline_reason()
+    reason = hub_offline_reason(("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
     try:
         with _hub_offline(reason is not None):
             hub = load_dataset(cfg.location, cfg.subset, revision=cfg.revision)
