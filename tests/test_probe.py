@@ -58,6 +58,21 @@ def test_heads_trained_together_equal_heads_trained_alone():
             assert together.val_acc[i, d] == alone.val_acc[0, 0]
 
 
+def test_a_layer_whose_heads_all_stopped_leaves_without_moving_the_others():
+    x, y = blobs(260)
+    x, y, val_x, val_y = x[:, :200].clone(), y[:200], x[:, 200:].clone(), y[200:]  # same blobs: val can improve
+    x[0], val_x[0] = 1.0, 1.0  # one vector for every example: layer 0's heads stop within a few epochs
+    decays = [0.0, 0.1]
+    together = train_heads(x, y, val_x, val_y, [0, 1, 2], decays, 4, 0, 0.01, 32, max_epochs=40, patience=3)
+    assert int(together.epoch[0].max()) + 3 < together.epochs_run  # layer 0 left while the others trained on
+    for i in (1, 2):
+        for d, wd in enumerate(decays):
+            alone = train_heads(x[i:i + 1], y, val_x[i:i + 1], val_y, [i], [wd], 4, 0, 0.01, 32, 40, 3)
+            assert together.epoch[i, d] == alone.epoch[0, 0]
+            torch.testing.assert_close(together.weight[i, :, d], alone.weight[0, :, 0], atol=1e-5, rtol=1e-4)
+            assert together.val_acc[i, d] == alone.val_acc[0, 0]
+
+
 def test_test_labels_never_move_the_selection(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg(*PROBE, "pooling=mean")
     found, _ = features_for(cfg)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,13 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
 
     train_x [L, n, H] and val_x [L, m, H] hold layer `layers[i]` at position i. Each head does
     minibatch AdamW on its own mean cross-entropy, and stops after `patience` epochs without a
-    validation gain (accuracy up, or equal accuracy and loss down by MIN_LOSS_DELTA); its best state is kept."""
+    validation gain (accuracy up, or equal accuracy and loss down by MIN_LOSS_DELTA); its best state is kept.
+
+    Only layers with a head still training are computed: once every head of a layer has stopped,
+    the layer leaves the program (its weights, optimiser state and validation rows are dropped).
+    Within a live layer a stopped head keeps stepping with the others (masking it would cost a
+    pass over all weights per step), but nothing reads it again: its best state is frozen and heads
+    share no parameter or statistic, so no other head can tell (tested)."""
     L, n, H = train_x.shape
     D, C = len(weight_decays), num_labels
     weight, bias = init_heads(layers, weight_decays, seed, H, C)
@@ -139,42 +146,43 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
                        epochs_run=0)
     active = torch.ones(L, D, dtype=torch.bool)
     waited = torch.zeros(L, D, dtype=torch.long)
+    live = torch.arange(L)  # positions (in train_x and best) of the layers still computed
     order = torch.Generator().manual_seed(_seed_of("order", seed))
     onehot_all = torch.nn.functional.one_hot(train_y, C).float()
     step = 0
     for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(n, generator=order).split(batch_size):
-            x = train_x[:, batch]  # [L, B, H]
-            logits = head_logits(x, weight, bias)
+            x = train_x[:, batch] if len(live) == L else train_x[live.unsqueeze(1), batch]  # [L', B, H]
+            grad_logits = head_logits(x, weight, bias).softmax(-1)
             # d(mean CE)/d logits = (softmax - onehot) / B, for each head separately.
-            grad_logits = (logits.softmax(-1) - onehot_all[batch].view(1, len(batch), 1, C)) / len(batch)
-            grad_w = torch.bmm(x.transpose(1, 2), grad_logits.reshape(L, len(batch), D * C)).view(L, H, D, C)
+            grad_logits.sub_(onehot_all[batch].view(1, len(batch), 1, C)).div_(len(batch))
+            grad_w = torch.bmm(x.transpose(1, 2), grad_logits.view(len(live), len(batch), D * C)).view(weight.shape)
             grad_b = grad_logits.sum(1)
             step += 1
-            correction1, correction2 = 1 - BETAS[0] ** step, 1 - BETAS[1] ** step
-            live_w, live_b = active.view(L, 1, D, 1), active.view(L, D, 1)
-            # torch.optim.AdamW's update, per head: decoupled decay, then the Adam step.
-            for param, grad, m, v, live, wd in ((weight, grad_w, m_w, v_w, live_w, decay),
-                                                (bias, grad_b, m_b, v_b, live_b, None)):
+            # torch.optim.AdamW's single-tensor update, per head: decoupled decay, then the Adam step.
+            weight.mul_(1 - lr * decay)
+            step_size, root_correction2 = lr / (1 - BETAS[0] ** step), math.sqrt(1 - BETAS[1] ** step)
+            for param, grad, m, v in ((weight, grad_w, m_w, v_w), (bias, grad_b, m_b, v_b)):
                 m.lerp_(grad, 1 - BETAS[0])
                 v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
-                update = (m / correction1) / ((v / correction2).sqrt() + EPS)
-                if wd is not None:
-                    update = update + wd * param
-                param.sub_(torch.where(live, lr * update, 0.0))
+                param.addcdiv_(m, v.sqrt().div_(root_correction2).add_(EPS), value=-step_size)
         val_loss, val_acc = _loss_acc(head_logits(val_x, weight, bias), val_y)
-        improved = active & ((val_acc > best.val_acc)
-                             | ((val_acc == best.val_acc) & (val_loss < best.val_loss - MIN_LOSS_DELTA)))
-        best.val_acc = torch.where(improved, val_acc, best.val_acc)
-        best.val_loss = torch.where(improved, val_loss, best.val_loss)
-        best.epoch = torch.where(improved, epoch, best.epoch)
-        best.weight = torch.where(improved.view(L, 1, D, 1), weight, best.weight)
-        best.bias = torch.where(improved.view(L, D, 1), bias, best.bias)
-        waited = torch.where(improved, 0, waited + 1)
-        active &= waited < patience
+        best_acc, best_loss = best.val_acc[live], best.val_loss[live]
+        improved = active[live] & ((val_acc > best_acc) | ((val_acc == best_acc) & (val_loss < best_loss - MIN_LOSS_DELTA)))
+        best.val_acc[live] = torch.where(improved, val_acc, best_acc)
+        best.val_loss[live] = torch.where(improved, val_loss, best_loss)
+        best.epoch[live] = torch.where(improved, epoch, best.epoch[live])
+        best.weight[live] = torch.where(improved.view(-1, 1, D, 1), weight, best.weight[live])
+        best.bias[live] = torch.where(improved.view(-1, D, 1), bias, best.bias[live])
+        waited[live] = torch.where(improved, 0, waited[live] + 1)
+        active[live] &= waited[live] < patience
         best.epochs_run = epoch
-        if not active.any():
+        keep = active[live].any(1)
+        if not keep.any():
             break
+        if not keep.all():
+            live = live[keep]
+            weight, bias, m_w, v_w, m_b, v_b, val_x = (t[keep] for t in (weight, bias, m_w, v_w, m_b, v_b, val_x))
     return best
 
 
