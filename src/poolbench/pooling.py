@@ -36,16 +36,23 @@ def _gather(hidden_states: Tensor, index: Tensor) -> Tensor:
     return hidden_states[rows, index].float()
 
 
+def _unpadded(hidden_states: Tensor, mask: Tensor, fill: float) -> Tensor:
+    """The states with `fill` under padding. A batch without padding (most of a length-sorted
+    encoding plan) is returned as is: the masked copy would cost a pass over every state."""
+    if mask.all():
+        return hidden_states.float()
+    return torch.where(mask.unsqueeze(-1), hidden_states.float(), fill)
+
+
 def _mean(hidden_states: Tensor, mask: Tensor) -> Tensor:
-    # torch.where, not a multiply: padding may hold inf or NaN (0 * NaN = NaN).
-    summed = torch.where(mask.unsqueeze(-1), hidden_states.float(), 0.0).sum(dim=1)
+    # A fill, not a multiply by the mask: padding may hold inf or NaN (0 * NaN = NaN).
+    summed = _unpadded(hidden_states, mask, 0.0).sum(dim=1)
     return summed / mask.sum(dim=1, keepdim=True).float()
 
 
 def _max(hidden_states: Tensor, mask: Tensor) -> Tensor:
     # -inf, never a finite constant: a finite fill (-1e4, say) wins when all real states are lower.
-    filled = torch.where(mask.unsqueeze(-1), hidden_states.float(), float("-inf"))
-    return filled.amax(dim=1)
+    return _unpadded(hidden_states, mask, float("-inf")).amax(dim=1)
 
 
 def check_inputs(hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
