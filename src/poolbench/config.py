@@ -109,7 +109,11 @@ class ProbeConfig:
     max_epochs: int = 100
     patience: int = 10  # epochs without a validation gain before a head stops
     batch_size: int = 256
-    encode_batch_tokens: int = 16384  # token budget of one encoding batch
+    # Token budget of one encoding batch. Small enough that a batch's states of every layer stay in
+    # the CPU cache while they are pooled (2048 x 384 x 7 x 4 B = 22 MB for MiniLM-L6): measured
+    # (banking77 / mcid train, best of 3), 2048 encoded 5,307 / 545 tokens/s against 16384's 4,142 /
+    # 517 (MiniLM-L6 / SmolLM2). On a GPU, raise it.
+    encode_batch_tokens: int = 2048
 
 
 @dataclass
