@@ -10,7 +10,7 @@ from torch import nn
 from poolbench.cli import run
 from poolbench.features import features_for
 from poolbench.probe import _seed_of, init_heads, probe_layers, train_heads
-from poolbench.records import read_predictions
+from poolbench.records import read_predictions, read_record
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "backbone=tiny-bert", "mode.max_epochs=5"]
 
@@ -112,6 +112,12 @@ def test_a_probe_job_writes_one_record_per_layer_with_predictions(make_cfg, tmp_
         assert len(predictions["probs"].iloc[0]) == record["metrics"]["n_labels"] == 16
         accuracy = (predictions["prediction"] == predictions["label"]).mean()
         assert accuracy == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+    # The encoding batch size is a speed knob, not part of a run: the same job with another reuses them.
+    again = run(make_cfg(*PROBE, "layer=all", "pooling=max", "task.max_train_examples=320",
+                         "mode.encode_batch_tokens=512"), tmp_path / "again")
+    assert [r["run_id"] for r in again] == [r["run_id"] for r in records]
+    assert all(read_record(tmp_path / "again" / "records" / f"max-L{layer}-s0")["reused_from"] == record["dir"]
+               for layer, record in zip([0, 1, 2], records))
 
 
 def test_a_head_on_a_constant_input_stops_early():

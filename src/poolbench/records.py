@@ -42,16 +42,20 @@ RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.parquet"
 
 # Config entries that cannot change a run's numbers: where outputs go, how they are
-# logged, what the study is called, progress bars. Everything else is the run's identity.
+# logged, what the study is called, progress bars, the encoding batch size (a speed knob: it
+# moves cached vectors by float rounding only, and is not part of their cache key either).
+# Everything else is the run's identity.
 _NOT_IDENTITY = {"paths", "logger", "study", "skip_finished"}
-_NOT_IDENTITY_TRAINER = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps"}
+_NOT_IDENTITY_WITHIN = {"trainer": {"enable_progress_bar", "enable_model_summary", "log_every_n_steps"},
+                        "mode": {"encode_batch_tokens"}}
 
 
 def run_identity(config: dict[str, Any]) -> str:
     """A short stable hash of the resolved config entries that determine the numbers."""
     identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
-    if isinstance(identity.get("trainer"), dict):
-        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in _NOT_IDENTITY_TRAINER}
+    for group, dropped in _NOT_IDENTITY_WITHIN.items():
+        if isinstance(identity.get(group), dict):
+            identity[group] = {k: v for k, v in identity[group].items() if k not in dropped}
     canonical = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
