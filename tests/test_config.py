@@ -3,8 +3,10 @@
 import re
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+from poolbench.cli import CONF_DIR
 from poolbench.config import ConfigError, Strategy
 
 
@@ -54,3 +56,16 @@ def test_out_of_range_values_fail_before_any_work(make_cfg, override, message):
 def test_probe_mode_accepts_all_layers(make_cfg):
     cfg = make_cfg("mode=probe", "layer=all")
     assert cfg.mode.name.value == "probe" and cfg.layer == "all"
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_value_an_experiment_sweeps_composes_and_validates(make_cfg, experiment):
+    # Each swept value once (the others at their first value): a typo in a study fails here, not an hour in.
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    values = {key: str(options).split(",") for key, options in sweep.items()}
+    first = {key: options[0] for key, options in values.items()}
+    for key, options in values.items():
+        for option in options:
+            cfg = make_cfg(f"experiment={experiment}", *(f"{k}={v}" for k, v in {**first, key: option}.items()))
+            assert cfg.study == experiment
