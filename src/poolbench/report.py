@@ -242,7 +242,7 @@ def runs_table(records: list[dict[str, Any]], predictions: dict[str, RunPredicti
             "dir": record["dir"],
         })
     runs = pd.DataFrame(rows)
-    for metric in [*METRICS, "n_test"]:  # read by every report, recorded or not
+    for metric in [*METRICS, "n_test", "n_train"]:  # read by every report, recorded or not
         if metric not in runs:
             runs[metric] = np.nan
     # A null max_train_examples means the whole train split; as a string it stays a groupable key.
@@ -731,7 +731,7 @@ def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
     backbones = runs.groupby(["backbone", "family", "init"], dropna=False).agg(
         layers=("num_layers", values_of), runs=("run_id", "size")).reset_index()
     tasks = runs.groupby("task").agg(n_test=("n_test", values_of), labels=("n_labels", values_of),
-                                     train_examples=("max_train_examples", values_of),
+                                     train_examples=("n_train", values_of),  # what was trained on, not the cap
                                      runs=("run_id", "size")).reset_index()
     layers = runs.groupby("mode")["layer"].agg(values_of)
     created = runs["created"].dropna()
@@ -741,7 +741,8 @@ def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
         f"Poolings: {values_of(runs['pooling'])}. Seeds: {values_of(runs['seed'])}.", "",
         "Layers (0 = embeddings) per mode: " + "; ".join(f"{mode}: {values}" for mode, values in layers.items()) + ".", "",
         "### Backbones", "", markdown_table(backbones), "",
-        "### Tasks", "", "n_test from the records' metrics; labels: the width of the predicted distribution.", "",
+        "### Tasks", "", "n_test and train_examples (the rows a run trained on: a cap such as 2000 stops at the split's size) "
+        "from the records' metrics; labels: the width of the predicted distribution.", "",
         markdown_table(tasks), "",
         "### Software and provenance", "",
         *(f"- {column.removeprefix('version/')}: {values_of(runs[column])}" for column in runs if column.startswith("version/")),
