@@ -152,7 +152,7 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
     step = 0
     for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(n, generator=order).split(batch_size):
-            x = train_x[:, batch] if len(live) == L else train_x[live.unsqueeze(1), batch]  # [L', B, H]
+            x = train_x[live.unsqueeze(1), batch]  # [L', B, H]: the live layers' rows of this batch
             grad_logits = head_logits(x, weight, bias).softmax(-1)
             # d(mean CE)/d logits = (softmax - onehot) / B, for each head separately.
             grad_logits.sub_(onehot_all[batch].view(1, len(batch), 1, C)).div_(len(batch))
