@@ -56,11 +56,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from poolbench.config import BackboneConfig, Dtype, Init, Source
+from poolbench.config import CONF_DIR, BackboneConfig, Dtype, Init, Source
 from poolbench.records import atomic_write_bytes
 
 DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
-CONF_DIR = Path(__file__).parents[2] / "conf"
 
 
 class BackboneUnavailable(RuntimeError):

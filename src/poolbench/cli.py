@@ -31,7 +31,7 @@ from rich.table import Table
 
 from poolbench import backbones, tasks
 from poolbench.backbones import BackboneUnavailable, load_backbone
-from poolbench.config import ConfigError, Mode, PathsConfig, absolute_layers, register, validate
+from poolbench.config import CONF_DIR, ConfigError, Mode, PathsConfig, absolute_layers, register, validate
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.records import (factors, find_finished, git_commit, register_finished, reuse_record, run_identity,
@@ -41,7 +41,6 @@ from poolbench.tasks import TaskUnavailable, load_task
 log = logging.getLogger("poolbench")
 # Errors whose message says what to change (a value, a package, a network): no traceback for them.
 USER_ERRORS = (ConfigError, BackboneUnavailable, TaskUnavailable)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register()
 
 

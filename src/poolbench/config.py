@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+# The Hydra config groups: one place that says where they are.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class Strategy(Enum):

@@ -40,13 +40,12 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from poolbench.backbones import BackboneUnavailable, hub_offline_reason, package_dir
-from poolbench.config import TaskConfig
+from poolbench.config import CONF_DIR, TaskConfig
 
 SPLITS = ("train", "validation", "test")
 # Bump when the preparation below changes what a task's examples are: caches key on it.
 # v2: texts compare case- and whitespace-insensitively, splits made disjoint, 20NG header stripped.
 PREPARATION_VERSION = 2
-CONF_DIR = Path(__file__).parents[2] / "conf"
 
 
 class TaskUnavailable(RuntimeError):
