@@ -4,21 +4,13 @@ A record is a directory holding `record.json` and `predictions.parquet` (one row
 example: id, label, prediction, probs). A fine-tuning job writes one record into its Hydra
 output dir; a probe job writes one per (pooling, layer, seed) under `<output_dir>/records/`.
 Writes are atomic (temporary file, then rename), so a killed job never leaves a record that
-reads as finished. report.py reads records and nothing else.
+reads as finished. `Record` below is the one definition of what a record holds: the job owner
+(jobs.py) writes it, the report reads it, and nothing else does either.
 
-record.json keys:
-  schema      RECORD_SCHEMA
-  run_id      hash of the config entries that change the numbers (see `run_identity`)
-  status      "finished" | "failed"
-  study       the study (W&B group) it was launched under
-  factors     backbone, family, init, task, mode, pooling, layer (absolute: 0 = embeddings),
-              num_layers, seed, max_train_examples: one column each in the report
-  metrics     val/acc, val/f1 (at the selected setting), test/acc, test/f1, n_test, n_train, n_labels
-  selection   what validation chose (epoch, weight decay, ...)
-  timings     seconds per phase
-  config      the resolved config, enums as strings
-  versions    python, torch, transformers, ... ; git_commit; created (UTC ISO time)
-  error       the exception text, for failed runs
+A run is identified by `run_id`, a hash of exactly the config entries its mode reads (the
+allow-lists live beside the modes, in jobs.py) and RECORD_SCHEMA. A re-launched sweep finds a
+finished run by its run_id through a small index under the output root, and copies its record
+instead of computing it again.
 """
 
 from __future__ import annotations
@@ -30,6 +22,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -37,44 +30,88 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-RECORD_SCHEMA = 1
+# v2: run ids hash a per-mode allow-list (v1 hashed the whole config minus a deny-list, so a probe
+# job's id moved with the trainer it never reads). Records of v1 are read, never reused.
+RECORD_SCHEMA = 2
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.parquet"
 
-# Config entries that cannot change a run's numbers: where outputs go, how they are
-# logged, what the study is called, progress bars, the encoding batch size (a speed knob: it
-# moves cached vectors by float rounding only, and is not part of their cache key either).
-# Everything else is the run's identity.
-_NOT_IDENTITY = {"paths", "logger", "study", "skip_finished"}
-_NOT_IDENTITY_WITHIN = {"trainer": {"enable_progress_bar", "enable_model_summary", "log_every_n_steps"},
-                        "mode": {"encode_batch_tokens"}}
 
-
-def run_identity(config: dict[str, Any]) -> str:
-    """A short stable hash of the resolved config entries that determine the numbers."""
-    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
-    for group, dropped in _NOT_IDENTITY_WITHIN.items():
-        if isinstance(identity.get(group), dict):
-            identity[group] = {k: v for k, v in identity[group].items() if k not in dropped}
-    canonical = json.dumps(identity, sort_keys=True, default=str)
+def run_identity(identity: dict[str, Any]) -> str:
+    """A short stable hash of what determines a run's numbers: `identity` is a mode's allow-list
+    of config entries (jobs.py); the schema version is hashed with it."""
+    canonical = json.dumps({"schema": RECORD_SCHEMA, **identity}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def factors(config: dict[str, Any], layer: int, num_layers: int) -> dict[str, Any]:
-    """The experimental factors of a run, from its resolved config (enums as strings): one
-    column each in the report, one tag each in W&B. `layer` is absolute: 0 = embeddings."""
-    return {
-        "backbone": config["backbone"]["name"],
-        "family": config["backbone"]["family"],
-        "init": config["backbone"]["init"],
-        "task": config["task"]["name"],
-        "mode": config["mode"]["name"],
-        "pooling": config["pooling"]["strategy"],
-        "layer": layer,
-        "num_layers": num_layers,
-        "seed": config["seed"],
-        "max_train_examples": config["task"]["max_train_examples"],
-    }
+@dataclass(frozen=True)
+class Factors:
+    """The experimental factors of a run: one column each in the report, one tag each in W&B."""
+
+    backbone: str
+    family: str
+    init: str
+    task: str
+    mode: str
+    pooling: str
+    layer: int | str  # absolute (0 = embeddings); as configured ("all", -1) in a job that failed before it knew
+    num_layers: int | None
+    seed: int
+    max_train_examples: int | None
+
+
+FACTORS = [f.name for f in fields(Factors)]
+
+
+@dataclass
+class Record:
+    """One run. `config` is the resolved config as composed (enums as strings), for provenance;
+    `metrics` holds val/acc, val/f1 (at the selected setting), test/acc, test/f1, n_test, n_train,
+    n_labels; `selection` what validation chose (epoch, weight decay, ...); `timings` seconds per phase."""
+
+    run_id: str
+    status: str  # "finished" | "failed"
+    study: str | None
+    factors: Factors | None  # None only in failed records of schema 1
+    config: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # the exception text, for failed runs
+    predictions: str | None = None  # file name of the per-example predictions, relative to `dir`
+    features: str | None = None  # the feature cache entry a probe read
+    versions: dict[str, str] = field(default_factory=dict)  # python, torch, transformers, ...
+    git_commit: str | None = None  # with "+dirty" for uncommitted changes
+    created: str | None = None  # UTC ISO time
+    reused_from: str | None = None  # the record dir this one was copied from
+    schema: int = RECORD_SCHEMA
+    dir: str = ""  # where it was read from or written to; not stored
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "dir"}
+
+    @classmethod
+    def from_json(cls, data: Any, directory: str | Path = "") -> "Record":
+        """A record from its JSON object; ValueError naming what is missing or unknown."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, not {type(data).__name__}")
+        required = ["run_id", "status"] + (["factors", "metrics"] if data.get("status") == "finished" else [])
+        absent = [key for key in required if data.get(key) is None]
+        if absent:
+            raise ValueError(f"no {', '.join(absent)}")
+        known = {f.name for f in fields(cls)} - {"dir"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        factors = data.get("factors")
+        if factors is not None:
+            factors = Factors(**{name: factors.get(name) for name in FACTORS})
+        return cls(**{**data, "factors": factors, "config": data.get("config") or {}, "schema": data.get("schema", 1),
+                      "dir": str(directory)})
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -117,35 +154,29 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def write_record(run_dir: Path, record: dict[str, Any], predictions: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Write predictions first, then record.json: a record that exists is complete. Returns the
-    record as `read_record` would."""
+def write_record(run_dir: Path, record: Record, predictions: pd.DataFrame | None = None) -> Record:
+    """Write predictions first, then record.json: a record that exists is complete. Stamps the
+    software versions, the commit and the time; returns the record as `read_record` would."""
     run_dir = Path(run_dir)
-    record = {
-        "schema": RECORD_SCHEMA,
-        **record,
-        "versions": software_versions(),
-        "git_commit": git_commit(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = replace(record, versions=software_versions(), git_commit=git_commit(), schema=RECORD_SCHEMA,
+                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), dir=str(run_dir))
     if predictions is not None:
         atomic_write_bytes(run_dir / PREDICTIONS_FILE, predictions.to_parquet(index=False))
-        record["predictions"] = PREDICTIONS_FILE
-    atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
-    return record | {"dir": str(run_dir)}
-
-
-def read_record(run_dir: Path) -> dict[str, Any]:
-    record = json.loads((Path(run_dir) / RECORD_FILE).read_text())
-    record["dir"] = str(run_dir)
+        record.predictions = PREDICTIONS_FILE
+    atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record.to_json(), indent=2, default=str).encode())
     return record
 
 
-def read_predictions(record: dict[str, Any]) -> pd.DataFrame:
-    return pd.read_parquet(Path(record["dir"]) / record["predictions"])
+def read_record(run_dir: Path) -> Record:
+    """The record in `run_dir`; OSError when it cannot be read, ValueError when it is not a record."""
+    return Record.from_json(json.loads((Path(run_dir) / RECORD_FILE).read_text()), run_dir)
 
 
-def find_records(*roots: Path) -> Iterator[dict[str, Any]]:
+def read_predictions(record: Record) -> pd.DataFrame:
+    return pd.read_parquet(Path(record.dir) / record.predictions)
+
+
+def find_records(*roots: Path) -> Iterator[Record]:
     """Every record below the given run or sweep directories, in a stable order."""
     for root in roots:
         for path in sorted(Path(root).rglob(RECORD_FILE)):
@@ -158,27 +189,28 @@ def _index_path(output_root: Path, run_id: str) -> Path:
     return Path(output_root) / "index" / f"{run_id}.txt"
 
 
-def register_finished(output_root: Path, run_id: str, run_dir: Path) -> None:
-    atomic_write_bytes(_index_path(output_root, run_id), str(Path(run_dir).resolve()).encode())
+def register_finished(output_root: Path, record: Record) -> None:
+    atomic_write_bytes(_index_path(output_root, record.run_id), str(Path(record.dir).resolve()).encode())
 
 
-def find_finished(output_root: Path, run_id: str) -> dict[str, Any] | None:
+def find_finished(output_root: Path, run_id: str) -> Record | None:
     """The finished record with this run_id, if one was registered and is still on disk."""
     index = _index_path(output_root, run_id)
     if not index.exists():
         return None
     run_dir = Path(index.read_text())
-    if not (run_dir / RECORD_FILE).exists():
+    try:
+        record = read_record(run_dir)
+    except (OSError, ValueError):  # removed or damaged since: compute the run again
         return None
-    record = read_record(run_dir)
-    return record if record.get("status") == "finished" and record.get("run_id") == run_id else None
+    return record if record.finished and record.run_id == run_id else None
 
 
-def reuse_record(previous: dict[str, Any], run_dir: Path) -> Path:
+def reuse_record(previous: Record, run_dir: Path) -> Record:
     """Copy a finished record into this run's dir, so every sweep dir holds all its records."""
     run_dir = Path(run_dir)
-    if previous.get("predictions"):
-        atomic_write_bytes(run_dir / PREDICTIONS_FILE, (Path(previous["dir"]) / previous["predictions"]).read_bytes())
-    record = {k: v for k, v in previous.items() if k != "dir"} | {"reused_from": previous["dir"]}
-    atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record, indent=2, default=str).encode())
-    return run_dir / RECORD_FILE
+    if previous.predictions:
+        atomic_write_bytes(run_dir / PREDICTIONS_FILE, (Path(previous.dir) / previous.predictions).read_bytes())
+    record = replace(previous, reused_from=previous.dir, dir=str(run_dir))
+    atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record.to_json(), indent=2, default=str).encode())
+    return record
