@@ -11,10 +11,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from poolbench.cli import CONF_DIR
-from poolbench.config import validate
+from poolbench.config import CONF_DIR, register, validate
+from poolbench.features import features_for
+from poolbench.jobs import typed_config
 
 REPO = CONF_DIR.parent
+register()  # the config schema, as the `poolbench` entry point registers it
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +33,21 @@ def make_cfg(tmp_path, cache_dir):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=["logger=none", f"paths.output_root={tmp_path / 'outputs'}",
                                                f"paths.cache_dir={cache_dir}", *overrides])
-        validate(cfg)
+        validate(typed_config(cfg))
         return cfg
 
     return make
+
+
+@pytest.fixture
+def features_of():
+    """The cached features of a composed config's (backbone, task), as a probe job reads them."""
+
+    def features(cfg: DictConfig):
+        config = typed_config(cfg)
+        return features_for(config.backbone, config.task, config.paths.cache_dir, config.mode.encode_batch_tokens)
+
+    return features
 
 
 @pytest.fixture

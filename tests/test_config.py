@@ -6,20 +6,19 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from poolbench.cli import CONF_DIR
-from poolbench.config import ConfigError, Strategy
+from poolbench.config import CONF_DIR, ConfigError, Pooling
 
 
 def test_the_default_config_composes_and_is_typed(make_cfg):
     cfg = make_cfg()
-    assert cfg.pooling.strategy == Strategy.mean
+    assert cfg.pooling.name == Pooling.mean
     assert cfg.backbone.name == "minilm-l6" and cfg.task.name == "banking77" and cfg.mode.name.value == "finetune"
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("pooling.strategy=sum", r"expected one of \[cls, mean, max, last\][\s\S]*full_key: pooling.strategy"),
+        ("pooling.name=sum", r"expected one of \[cls, mean, max, last\][\s\S]*full_key: pooling.name"),
         ("pooling=sum", r"Could not find 'pooling/sum'\s+Available options in 'pooling':\s+cls\s+last\s+max\s+mean\s+Config"),
         ("mode.lr=fast", r"Value 'fast' of type 'str' could not be converted to Float[\s\S]*full_key: mode.lr"),
         ("seed=zero", r"Value 'zero' of type 'str' could not be converted to Integer[\s\S]*full_key: seed"),

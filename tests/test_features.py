@@ -14,10 +14,10 @@ import torch
 
 from poolbench import features
 from poolbench.backbones import forward_hidden_states, load_backbone
-from poolbench.cli import run
+from poolbench.jobs import run_job as run, typed_config
 from poolbench.data import tokenize
-from poolbench.features import FeatureSet, encoding_plan, ensure_features, features_for, features_root
-from poolbench.pooling import STRATEGIES, pool_all
+from poolbench.features import FeatureSet, encoding_plan, ensure_features, features_root
+from poolbench.pooling import POOLINGS, pool_all
 from poolbench.tasks import load_task
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "mode.max_epochs=3"]
@@ -37,24 +37,24 @@ def count_forwards(monkeypatch):
 
 
 @pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-gpt2"])  # right- and left-padding tokenizers
-def test_cached_vectors_equal_freshly_pooled_ones(make_cfg, tmp_path, backbone):
+def test_cached_vectors_equal_freshly_pooled_ones(make_cfg, features_of, tmp_path, backbone):
     cfg = make_cfg(*PROBE, f"backbone={backbone}", f"paths.cache_dir={tmp_path / 'cache'}")
-    found, encode_s = features_for(cfg)
+    found, encode_s = features_of(cfg)
     assert encode_s > 0 and found.num_layers == 2
     # Fresh: one example at a time, so no padding at all, against the cache's padded batches.
     backbone_ = load_backbone(cfg.backbone, cfg.paths.cache_dir)
     task = load_task(cfg.task, Path(cfg.paths.cache_dir))
     split = tokenize(task, backbone_.tokenizer, cfg.backbone.max_length)["validation"]
     rows = [0, 7, len(split) - 1]
-    for strategy in STRATEGIES:
-        cached = found.vectors("validation", strategy, rows=rows)
+    for pooling in POOLINGS:
+        cached = found.vectors("validation", pooling, rows=rows)
         for i, row in enumerate(rows):
             example = split[row]
             batch = {k: torch.tensor([example[k]]) for k in ("input_ids", "attention_mask", "token_type_ids")
                      if k in example}
             with torch.inference_mode():
                 states = forward_hidden_states(backbone_.model, batch)
-            fresh = torch.stack([pool_all(layer, batch["attention_mask"])[strategy][0] for layer in states])
+            fresh = torch.stack([pool_all(layer, batch["attention_mask"])[pooling][0] for layer in states])
             torch.testing.assert_close(cached[:, i], fresh, atol=1e-5, rtol=1e-5)
     assert found.labels("validation").tolist() == split["label"] and found.ids("validation").tolist() == split["id"]
 
@@ -68,9 +68,9 @@ def test_another_pooling_layer_or_seed_never_calls_the_backbone(make_cfg, tmp_pa
     for n, overrides in enumerate([("pooling=cls", "layer=1", "seed=1"), ("pooling=max", "layer=all", "seed=2"),
                                    ("pooling=last", "layer=-1", "seed=0")]):
         records = run(make_cfg(*probe, *overrides), tmp_path / str(n))
-        assert records and all(r["status"] == "finished" for r in records)
+        assert records and all(r.status == "finished" for r in records)
     assert count_forwards == []
-    assert {r["features"] for r in first} == {records[0]["features"]}
+    assert {r.features for r in first} == {records[0].features}
 
 
 @pytest.mark.integration
@@ -80,7 +80,7 @@ def test_a_packaged_backbone_with_cached_features_is_not_even_loaded(make_cfg, t
     loads = []
     monkeypatch.setattr(features, "load_backbone", lambda *a, **k: loads.append(a) or load_backbone(*a, **k))
     [record] = run(make_cfg(*overrides, "pooling=cls", "seed=3"), tmp_path / "b")
-    assert loads == [] and record["factors"]["layer"] == 6 and record["timings"]["encode_s"] == 0
+    assert loads == [] and record.factors.layer == 6 and record.timings["encode_s"] == 0
 
 
 def test_the_encoding_plan_keeps_padding_below_five_percent():
@@ -98,7 +98,9 @@ WORKER = """
 import sys, time
 from hydra import compose, initialize_config_dir
 from poolbench import features
-from poolbench.cli import CONF_DIR
+from poolbench.config import CONF_DIR, register
+from poolbench.jobs import typed_config
+register()
 
 cache, marker, stall = sys.argv[1], sys.argv[2], sys.argv[3] == "stall"
 forward = features.forward_hidden_states
@@ -111,7 +113,8 @@ def slow(model, batch):
 features.forward_hidden_states = slow
 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
     cfg = compose("config", overrides=["mode=probe", "task=mcid", "backbone=tiny-bert", f"paths.cache_dir={cache}"])
-found, encode_s = features.features_for(cfg)
+config = typed_config(cfg)
+found, encode_s = features.features_for(config.backbone, config.task, cache, config.mode.encode_batch_tokens)
 print(found.key, encode_s)
 """
 
@@ -137,9 +140,9 @@ def test_a_killed_writer_leaves_no_readable_entry(make_cfg, tmp_path):
     directories = [p.name for p in features_root(cache).iterdir() if p.is_dir()]
     assert len(directories) == 1 and ".tmp-" in directories[0]  # what it left is never read: no entry
     # The next job encodes afresh and publishes a whole entry.
-    cfg = make_cfg(*PROBE, "backbone=tiny-bert", f"paths.cache_dir={cache}")
-    backbone = load_backbone(cfg.backbone, cache)
-    found, encode_s = ensure_features(backbone, load_task(cfg.task, cache), cfg.backbone, 16384, cache)
+    config = typed_config(make_cfg(*PROBE, "backbone=tiny-bert", f"paths.cache_dir={cache}"))
+    backbone = load_backbone(config.backbone, cache)
+    found, encode_s = ensure_features(backbone, load_task(config.task, cache), config.backbone, 16384, cache)
     assert encode_s > 0 and FeatureSet.open(found.directory).size("test") == 331
 
 

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from poolbench.cli import run
-from poolbench.features import features_for
+from poolbench.jobs import run_job as run
 from poolbench.probe import _seed_of, init_heads, probe_layers, train_heads
 from poolbench.records import read_predictions, read_record
 
@@ -73,9 +72,9 @@ def test_a_layer_whose_heads_all_stopped_leaves_without_moving_the_others():
             assert together.val_acc[i, d] == alone.val_acc[0, 0]
 
 
-def test_test_labels_never_move_the_selection(make_cfg, tmp_path, monkeypatch):
+def test_test_labels_never_move_the_selection(make_cfg, features_of, tmp_path, monkeypatch):
     cfg = make_cfg(*PROBE, "pooling=mean")
-    found, _ = features_for(cfg)
+    found, _ = features_of(cfg)
     first, _ = probe_layers(found, "mean", [0, 1, 2], cfg.mode, 0, None)
     real_labels = found.labels
 
@@ -93,7 +92,7 @@ def test_test_labels_never_move_the_selection(make_cfg, tmp_path, monkeypatch):
 def test_same_seed_same_metrics_other_seed_other_heads(make_cfg, tmp_path):
     runs = [run(make_cfg(*PROBE, "layer=all", f"seed={seed}", "skip_finished=false"), tmp_path / str(n))
             for n, seed in enumerate([0, 0, 1])]
-    metrics = [[r["metrics"] for r in records] for records in runs]
+    metrics = [[r.metrics for r in records] for records in runs]
     assert metrics[0] == metrics[1]
     probs = [np.stack(read_predictions(records[-1])["probs"]) for records in runs]
     assert np.array_equal(probs[0], probs[1]) and not np.allclose(probs[0], probs[2])
@@ -102,21 +101,21 @@ def test_same_seed_same_metrics_other_seed_other_heads(make_cfg, tmp_path):
 def test_a_probe_job_writes_one_record_per_layer_with_predictions(make_cfg, tmp_path):
     cfg = make_cfg(*PROBE, "layer=all", "pooling=max", "task.max_train_examples=320")
     records = run(cfg, tmp_path / "run")
-    assert [r["factors"]["layer"] for r in records] == [0, 1, 2]
-    assert len({r["run_id"] for r in records}) == 3
+    assert [r.factors.layer for r in records] == [0, 1, 2]
+    assert len({r.run_id for r in records}) == 3
     for record in records:
-        assert record["factors"]["mode"] == "probe" and record["factors"]["pooling"] == "max"
-        assert record["metrics"]["n_train"] == 320 and record["selection"]["weight_decay"] in cfg.mode.weight_decays
+        assert record.factors.mode == "probe" and record.factors.pooling == "max"
+        assert record.metrics["n_train"] == 320 and record.selection["weight_decay"] in cfg.mode.weight_decays
         predictions = read_predictions(record)
-        assert len(predictions) == record["metrics"]["n_test"] == 331
-        assert len(predictions["probs"].iloc[0]) == record["metrics"]["n_labels"] == 16
+        assert len(predictions) == record.metrics["n_test"] == 331
+        assert len(predictions["probs"].iloc[0]) == record.metrics["n_labels"] == 16
         accuracy = (predictions["prediction"] == predictions["label"]).mean()
-        assert accuracy == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+        assert accuracy == pytest.approx(record.metrics["test/acc"], abs=1e-6)
     # The encoding batch size is a speed knob, not part of a run: the same job with another reuses them.
     again = run(make_cfg(*PROBE, "layer=all", "pooling=max", "task.max_train_examples=320",
                          "mode.encode_batch_tokens=512"), tmp_path / "again")
-    assert [r["run_id"] for r in again] == [r["run_id"] for r in records]
-    assert all(read_record(tmp_path / "again" / "records" / f"max-L{layer}-s0")["reused_from"] == record["dir"]
+    assert [r.run_id for r in again] == [r.run_id for r in records]
+    assert all(read_record(tmp_path / "again" / "records" / f"max-L{layer}-s0").reused_from == record.dir
                for layer, record in zip([0, 1, 2], records))
 
 

@@ -18,8 +18,8 @@ def test_a_multirun_of_the_four_poolings_leaves_four_records_and_a_report(poolbe
     poolbench_cli("-m", "pooling=cls,mean,max,last", "logger=csv", "study=sweeptest", *TINY)
     [sweep_dir] = (tmp_path / "outputs" / "sweeptest").iterdir()
     records = list(find_records(sweep_dir))
-    assert sorted(r["factors"]["pooling"] for r in records) == ["cls", "last", "max", "mean"]
-    assert len({r["run_id"] for r in records}) == 4 and all(r["status"] == "finished" for r in records)
+    assert sorted(r.factors.pooling for r in records) == ["cls", "last", "max", "mean"]
+    assert len({r.run_id for r in records}) == 4 and all(r.status == "finished" for r in records)
     report = (sweep_dir / "report" / "REPORT.md").read_text()
     assert "tiny-bert" in report and "mcid" in report
     summary = pd.read_csv(sweep_dir / "report" / "summary.csv")
@@ -66,10 +66,10 @@ def test_a_wandb_offline_run_holds_the_resolved_config_and_summary_metrics(poolb
                for r in records if r.HasField("summary") for item in r.summary.update}
 
     assert config["pooling"] == "max" and config["task"] == "mcid"  # factors: top level, plain strings
-    assert config["config"]["pooling"] == {"strategy": "max"}  # the resolved config, enums as strings
+    assert config["config"]["pooling"] == {"name": "max"}  # the resolved config, enums as strings
     assert config["config"]["backbone"]["family"] == "encoder_nsp"
     assert run.run_group == "wandbtest" and "pooling=max" in run.tags
-    record = json.loads((run_dir / "record.json").read_text())
+    record = json.loads((run_dir / "records" / "max-L2-s0" / "record.json").read_text())
     assert summary["test/acc"] == pytest.approx(record["metrics"]["test/acc"])
     assert summary["val/acc"] == {"max": pytest.approx(record["metrics"]["val/acc"])}  # define_metric(summary="max")
     assert "train/loss" in summary
@@ -82,9 +82,9 @@ def test_a_probe_sweep_shares_one_encoding_and_writes_a_record_per_pooling_layer
     assert first.stdout.count("encoded in") == 1  # one encoding for the four jobs
     [sweep_dir] = (tmp_path / "outputs" / "probetest").iterdir()
     records = list(find_records(sweep_dir))
-    keys = sorted((r["factors"]["pooling"], r["factors"]["layer"], r["factors"]["seed"]) for r in records)
+    keys = sorted((r.factors.pooling, r.factors.layer, r.factors.seed) for r in records)
     assert keys == sorted((p, layer, s) for p in ("cls", "mean") for layer in (0, 1, 2) for s in (0, 1))
-    assert len({r["run_id"] for r in records}) == 12
+    assert len({r.run_id for r in records}) == 12
     assert (sweep_dir / "report" / "layers.png").exists()
     comparisons = pd.read_csv(sweep_dir / "report" / "comparisons.csv")
     assert set(comparisons["layer"]) == {0, 1, 2}

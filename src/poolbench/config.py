@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING
 
 # The Hydra config groups: one place that says where they are.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-class Strategy(Enum):
+class Pooling(Enum):
     cls = "cls"
     mean = "mean"
     max = "max"
@@ -89,7 +89,7 @@ class TaskConfig:
 
 @dataclass
 class PoolingConfig:
-    strategy: Strategy = MISSING
+    name: Pooling = MISSING
 
 
 @dataclass
@@ -122,7 +122,8 @@ class ProbeConfig:
 
 @dataclass
 class TrainerConfig:
-    _target_: str = "lightning.pytorch.Trainer"
+    """Keyword arguments of lightning.pytorch.Trainer (fine-tuning only; a probe job never reads them)."""
+
     accelerator: str = "auto"
     devices: Any = "auto"
     precision: Any = "32-true"
@@ -162,6 +163,22 @@ class Config:
     skip_finished: bool = True  # reuse the record of a run with the same identity
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a mode receives from the job owner (jobs.py): plain settings, no composed config.
+    `layers` are the absolute layers still to compute (the finished ones were reused)."""
+
+    backbone: BackboneConfig
+    task: TaskConfig
+    pooling: str
+    mode: Any  # the mode's own settings: FinetuneConfig, ProbeConfig, ...
+    trainer: TrainerConfig
+    seed: int
+    layers: tuple[int, ...]
+    cache_dir: Path
+    output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -178,8 +195,16 @@ class ConfigError(ValueError):
     """A config value is out of range; the message names the key, the value and what is allowed."""
 
 
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
+def _value(config: Config, key: str) -> Any:
+    """The value at a dotted key, or None where the chosen mode has no such key."""
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return getattr(node, "value", node)
+
+
+def _positive(config: Config, key: str, allow_zero: bool = False) -> None:
+    value = _value(config, key)
     if value is None:
         return
     if value < 0 or (value == 0 and not allow_zero):
@@ -187,28 +212,28 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}={value} is out of range: it must be {bound}.")
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(config: Config) -> None:
     """Checks that types cannot express. Runs before any data or model is touched."""
     for key in ("mode.lr", "mode.batch_size", "backbone.max_length", "trainer.max_epochs", "mode.max_epochs",
                 "mode.encode_batch_tokens", "task.max_train_examples"):
-        _positive(cfg, key)
+        _positive(config, key)
     for key in ("mode.weight_decay", "mode.warmup_ratio", "mode.dropout", "mode.patience", "seed",
                 "backbone.init_seed"):
-        _positive(cfg, key, allow_zero=True)
+        _positive(config, key, allow_zero=True)
     for key in ("mode.warmup_ratio", "mode.dropout"):
-        value = OmegaConf.select(cfg, key)
+        value = _value(config, key)
         if value is not None and value >= 1:
             raise ConfigError(f"{key}={value} is out of range: it must be < 1.")
-    for wd in OmegaConf.select(cfg, "mode.weight_decays") or []:
+    for wd in _value(config, "mode.weight_decays") or []:
         if wd < 0:
             raise ConfigError(f"mode.weight_decays holds {wd}: every weight decay must be >= 0.")
-    if cfg.backbone.padding_side not in (None, "left", "right"):
-        raise ConfigError(f"backbone.padding_side={cfg.backbone.padding_side!r}: use left, right or null.")
-    layer = cfg.layer
-    if isinstance(layer, (list, ListConfig)) or not (isinstance(layer, int) or layer == "all"):
+    if config.backbone.padding_side not in (None, "left", "right"):
+        raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
+    layer = config.layer
+    if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
         raise ConfigError(f"layer={layer!r}: use an integer (0 = embeddings, -1 = last) or 'all'.")
-    if layer == "all" and cfg.mode.name != Mode.probe:
-        raise ConfigError("layer=all needs mode=probe: fine-tuning trains one readout of one layer per run.")
+    if layer == "all" and config.mode.name != Mode.probe:
+        raise ConfigError("layer=all needs mode=probe: fine-tuning trains one pooling of one layer per run.")
 
 
 def absolute_layers(layer: int | str, num_layers: int) -> list[int]:

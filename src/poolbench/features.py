@@ -4,19 +4,19 @@ A probe sweep (`-m mode=probe pooling=cls,mean,max,last layer=all seed=0,1,2,3,4
 that all read the same frozen encoder on the same data. So the first job to need a
 (backbone, task) encodes each split ONCE (inference mode, length-sorted batches cut by a token
 budget, `output_hidden_states=True`) and stores, for every hidden layer (0 = embeddings ..
-num_layers) and every strategy in `pooling.STRATEGIES`, the pooled float32 vectors; every
+num_layers) and every pooling in `pooling.POOLINGS`, the pooled float32 vectors; every
 later job, whatever its pooling, layer or seed, reads them and never calls the backbone.
 
 On disk, `<paths.cache_dir>/features/<key>/`:
   manifest.json              identity (what the key hashes), shapes, split sizes, label names,
                              padding statistics, encoding time; written last
-  <split>-<strategy>.npy     float32 [num_layers + 1, n_examples, hidden]; row i = example i of
+  <split>-<pooling>.npy      float32 [num_layers + 1, n_examples, hidden]; row i = example i of
                              the split as the task stores it (not the length-sorted order)
   <split>-labels.npy         int64 [n_examples]
   <split>-ids.npy            int64 [n_examples], the task's example ids
-One .npy per (split, strategy) because (1) it is written in place through a memory map while
+One .npy per (split, pooling) because (1) it is written in place through a memory map while
 encoding, so a split never has to sit in RAM four times over, and (2) a job reads only its own
-strategy, and only the layers it needs, through a memory map. Layers lead the shape, so one
+pooling, and only the layers it needs, through a memory map. Layers lead the shape, so one
 layer is one contiguous block.
 
 Faults and concurrency: `backbones.build_once` builds an entry in a temporary directory under a
@@ -46,14 +46,14 @@ import numpy as np
 import torch
 import transformers
 from datasets import Dataset
-from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
 from poolbench.backbones import (MODEL_INPUTS, PACKAGED, Backbone, BackboneUnavailable, build_once,
                                  forward_hidden_states, load_backbone)
 from poolbench.data import sorted_batches, tokenize
 from poolbench.records import atomic_write_bytes
-from poolbench.pooling import STRATEGIES, pool_all
+from poolbench.config import BackboneConfig, Source, TaskConfig
+from poolbench.pooling import POOLINGS, pool_all
 from poolbench.tasks import SPLITS, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -71,20 +71,10 @@ def _digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _plain(node: Any) -> Any:
-    """A config node (DictConfig, dataclass instance or dict) as a plain dict, enums as strings."""
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
-    if not isinstance(node, dict):
-        node = OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)
-    return {k: getattr(v, "value", v) for k, v in node.items()}
-
-
-def _backbone_fields(backbone_cfg: Any) -> dict[str, Any]:
-    cfg = _plain(backbone_cfg)
-    # family is a label for tables; it cannot change a number.
-    return {k: cfg.get(k) for k in ("name", "source", "location", "revision", "init", "init_seed", "max_length",
-                                    "dtype", "padding_side")}
+def _backbone_fields(backbone: BackboneConfig) -> dict[str, Any]:
+    """The backbone settings that change vectors (family is a label for tables; it cannot)."""
+    fields = ("name", "source", "location", "revision", "init", "init_seed", "max_length", "dtype", "padding_side")
+    return {k: getattr(getattr(backbone, k), "value", getattr(backbone, k)) for k in fields}
 
 
 def _software() -> dict[str, str]:
@@ -111,12 +101,12 @@ def _tokenizer_fields(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     }
 
 
-def feature_identity(backbone_cfg: Any, backbone: Backbone, task: Task) -> dict[str, Any]:
+def feature_identity(backbone_cfg: BackboneConfig, backbone: Backbone, task: Task) -> dict[str, Any]:
     """Everything that changes the stored numbers. `mode.encode_batch_tokens` is deliberately
     left out: batch composition moves the vectors only by float rounding (see tests)."""
     return {
         "pooling_version": POOLING_VERSION,
-        "strategies": list(STRATEGIES),
+        "poolings": list(POOLINGS),
         "backbone": _backbone_fields(backbone_cfg),
         "weights": backbone.weights,
         "architecture": _architecture(backbone.model),
@@ -141,7 +131,7 @@ def features_root(cache_dir: str | Path) -> Path:
 
 @dataclass
 class FeatureSet:
-    """A published cache entry. Vectors are read through memory maps, one strategy at a time."""
+    """A published cache entry. Vectors are read through memory maps, one pooling at a time."""
 
     directory: Path
     manifest: dict[str, Any] = field(repr=False)
@@ -172,13 +162,13 @@ class FeatureSet:
     def _array(self, split: str, name: str) -> np.ndarray:
         return np.load(self.directory / f"{split}-{name}.npy", mmap_mode="r")
 
-    def vectors(self, split: str, strategy: str, layers: Sequence[int] | None = None,
+    def vectors(self, split: str, pooling: str, layers: Sequence[int] | None = None,
                 rows: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
         """float32 [len(layers), len(rows), hidden] (default: all layers 0..num_layers, all rows),
         copied into RAM layer by layer from the memory map."""
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown pooling strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-        array = self._array(split, strategy)
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+        array = self._array(split, pooling)
         layers = range(self.num_layers + 1) if layers is None else list(layers)
         bad = [layer for layer in layers if not 0 <= layer <= self.num_layers]
         if bad:
@@ -253,27 +243,27 @@ def encoding_batches(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_t
 
 
 def encode_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """float32 [n_strategies, num_layers + 1, batch, hidden]: every strategy of every hidden state."""
+    """float32 [n_poolings, num_layers + 1, batch, hidden]: every pooling of every hidden state."""
     mask = batch["attention_mask"]
     per_layer = [pool_all(states, mask) for states in forward_hidden_states(model, batch)]
-    return torch.stack([torch.stack([pooled[s] for pooled in per_layer]) for s in STRATEGIES])
+    return torch.stack([torch.stack([pooled[s] for pooled in per_layer]) for s in POOLINGS])
 
 
 def encode_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, max_tokens: int,
                  out: dict[str, np.ndarray] | None = None, num_layers: int | None = None
                  ) -> tuple[dict[str, np.ndarray], EncodeStats]:
-    """Pool one tokenized split. `out` maps strategy -> a [num_layers + 1, n, hidden] float32 array
+    """Pool one tokenized split. `out` maps pooling -> a [num_layers + 1, n, hidden] float32 array
     (e.g. a memory map) filled in dataset order; made in RAM when not given."""
     stats = EncodeStats(examples=len(dataset))
     with torch.inference_mode():
         for positions, batch in encoding_batches(dataset, tokenizer, max_tokens):
             pooled = encode_batch(model, batch).numpy()
             if out is None:
-                out = {s: np.empty((pooled.shape[1], len(dataset), pooled.shape[3]), np.float32) for s in STRATEGIES}
+                out = {s: np.empty((pooled.shape[1], len(dataset), pooled.shape[3]), np.float32) for s in POOLINGS}
             if num_layers is not None and pooled.shape[1] != num_layers + 1:
                 raise RuntimeError(f"the model returned {pooled.shape[1]} hidden states; expected {num_layers + 1}")
-            for s, strategy in enumerate(STRATEGIES):
-                out[strategy][:, positions] = pooled[s]
+            for s, pooling in enumerate(POOLINGS):
+                out[pooling][:, positions] = pooled[s]
             mask = batch["attention_mask"]
             stats.batches += 1
             stats.real_tokens += int(mask.sum())
@@ -290,7 +280,7 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
         dataset = tokenized[split]
         shape = (backbone.num_layers + 1, len(dataset), backbone.hidden_size)
         arrays = {s: np.lib.format.open_memmap(tmp / f"{split}-{s}.npy", mode="w+", dtype=np.float32, shape=shape)
-                  for s in STRATEGIES}
+                  for s in POOLINGS}
         _, stats = encode_split(backbone.model, backbone.tokenizer, dataset, max_tokens, arrays, backbone.num_layers)
         for array in arrays.values():
             array.flush()
@@ -311,7 +301,7 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
         "task": task.name,
         "num_layers": backbone.num_layers,
         "hidden_size": backbone.hidden_size,
-        "strategies": list(STRATEGIES),
+        "poolings": list(POOLINGS),
         "label_names": list(task.label_names),
         "splits": splits,
         "encode_batch_tokens": max_tokens,
@@ -322,7 +312,7 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
     }
 
 
-def ensure_features(backbone: Backbone, task: Task, backbone_cfg: Any, max_tokens: int, cache_dir: str | Path
+def ensure_features(backbone: Backbone, task: Task, backbone_cfg: BackboneConfig, max_tokens: int, cache_dir: str | Path
                     ) -> tuple[FeatureSet, float]:
     """The entry of (backbone, task), encoding it if no one has yet. Returns it and the seconds
     this call spent encoding (0 when it was cached, also when another job computed it meanwhile)."""
@@ -333,7 +323,7 @@ def ensure_features(backbone: Backbone, task: Task, backbone_cfg: Any, max_token
     def build(tmp: Path) -> None:
         nonlocal spent
         started = time.perf_counter()
-        manifest = _write_entry(tmp, backbone, task, _plain(backbone_cfg)["max_length"], max_tokens, identity, key)
+        manifest = _write_entry(tmp, backbone, task, backbone_cfg.max_length, max_tokens, identity, key)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: an entry with a manifest is whole
         spent = time.perf_counter() - started
         log.info("features %s: encoded in %.1f s", key, spent)
@@ -345,13 +335,13 @@ def ensure_features(backbone: Backbone, task: Task, backbone_cfg: Any, max_token
 # ---------------------------------------------------------------------------------------------
 # From a composed config: skip loading the backbone when the entry is known
 
-def _weights_stamp(backbone_cfg: dict[str, Any], cache_dir: str | Path) -> str | None:
+def _weights_stamp(backbone_cfg: BackboneConfig, cache_dir: str | Path) -> str | None:
     """A cheap stamp of the files a package/local backbone loads from (path, size, mtime); None
     for sources that must be loaded to be identified."""
-    if backbone_cfg["source"] == "package" and backbone_cfg["location"] in PACKAGED:
-        directory = PACKAGED[backbone_cfg["location"]].locate(cache_dir)
-    elif backbone_cfg["source"] == "local":
-        directory = Path(backbone_cfg["location"]).expanduser()
+    if backbone_cfg.source == Source.package and backbone_cfg.location in PACKAGED:
+        directory = PACKAGED[backbone_cfg.location].locate(cache_dir)
+    elif backbone_cfg.source == Source.local:
+        directory = Path(backbone_cfg.location).expanduser()
     else:
         return None
     if not directory.is_dir():
@@ -360,7 +350,7 @@ def _weights_stamp(backbone_cfg: dict[str, Any], cache_dir: str | Path) -> str |
     return _digest([(str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
-def _lookup_path(cache_dir: str | Path, backbone_cfg: dict[str, Any], task: Task) -> Path | None:
+def _lookup_path(cache_dir: str | Path, backbone_cfg: BackboneConfig, task: Task) -> Path | None:
     try:
         stamp = _weights_stamp(backbone_cfg, cache_dir)
     except BackboneUnavailable:  # not installed: load_backbone will say how to install it
@@ -372,18 +362,18 @@ def _lookup_path(cache_dir: str | Path, backbone_cfg: dict[str, Any], task: Task
     return features_root(cache_dir) / "lookup" / f"{_digest(lookup)}.json"
 
 
-def features_for(cfg: DictConfig) -> tuple[FeatureSet, float]:
-    """The cached features of the config's (backbone, task), encoded on first use. Returns them
-    and the seconds spent encoding in this call (0 when cached)."""
-    backbone_cfg = _plain(cfg.backbone)
-    task = load_task(cfg.task, Path(cfg.paths.cache_dir).expanduser())
-    lookup = _lookup_path(cfg.paths.cache_dir, backbone_cfg, task)
+def features_for(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: str | Path, encode_batch_tokens: int
+                 ) -> tuple[FeatureSet, float]:
+    """The cached features of (backbone, task), encoded on first use. Returns them and the seconds
+    spent encoding in this call (0 when cached)."""
+    task = load_task(task_cfg, Path(cache_dir).expanduser())
+    lookup = _lookup_path(cache_dir, backbone_cfg, task)
     if lookup is not None and lookup.exists():
-        directory = features_root(cfg.paths.cache_dir) / json.loads(lookup.read_text())["key"]
+        directory = features_root(cache_dir) / json.loads(lookup.read_text())["key"]
         if directory.exists():
             return FeatureSet.open(directory), 0.0
-    backbone = load_backbone(cfg.backbone, cfg.paths.cache_dir)
-    found, encode_s = ensure_features(backbone, task, backbone_cfg, cfg.mode.encode_batch_tokens, cfg.paths.cache_dir)
+    backbone = load_backbone(backbone_cfg, cache_dir)
+    found, encode_s = ensure_features(backbone, task, backbone_cfg, encode_batch_tokens, cache_dir)
     if lookup is not None:
         atomic_write_bytes(lookup, json.dumps({"key": found.key}).encode())
     return found, encode_s

@@ -1,7 +1,7 @@
-"""Fine-tuning: backbone -> readout (pool) -> one shared softmax head, trained end to end.
+"""Fine-tuning: backbone -> pooling -> one shared softmax head, trained end to end.
 
-The head is the same for every readout, Dropout + Linear(hidden, n_labels) with
-cross-entropy, so that a difference between runs can only come from the readout.
+The head is the same for every pooling, Dropout + Linear(hidden, n_labels) with
+cross-entropy, so that a difference between runs can only come from the pooling.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from poolbench.pooling import pool
 
 
 class PoolingClassifier(L.LightningModule):
-    def __init__(self, backbone: PreTrainedModel, strategy: str, layer: int, num_labels: int, hidden_size: int,
+    def __init__(self, backbone: PreTrainedModel, *, pooling: str, layer: int, num_labels: int, hidden_size: int,
                  lr: float, weight_decay: float, warmup_ratio: float, dropout: float):
         super().__init__()
         # logger=False: the experiment logger already holds the resolved config; no second copy.
@@ -38,7 +38,7 @@ class PoolingClassifier(L.LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         # hidden_states[0] is the embedding output, hidden_states[-1] the last block's (final norm included).
         states = forward_hidden_states(self.backbone, batch)[self.hparams.layer]
-        return self.head(pool(states, batch["attention_mask"], self.hparams.strategy))
+        return self.head(pool(states, batch["attention_mask"], self.hparams.pooling))
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         labels, ids = batch.pop("labels"), batch.pop("id")

@@ -1,14 +1,17 @@
-"""Readouts: turn one hidden state per token into one vector per sequence.
+"""Poolings: turn one hidden state per token into one vector per sequence.
+
+"Pooling" is this project's one name for the concept (the readout of a sequence: cls, mean, max,
+last); the config key is `pooling=`.
 
 Pure tensor functions, free of Lightning and Hydra, so the probe engine, the fine-tuning
 module and the tests all pool with the very same code.
 
-Conventions (the contract in DESIGN.md):
+Conventions (the contract in docs/design.md):
   hidden_states   [batch, seq, hidden], any float dtype
   attention_mask  [batch, seq], 1 (or True) marks a real token, 0 a pad
 Padding may sit on the right or on the left (decoders such as Gemma pad left), so `cls` and
 `last` are located from the mask, never assumed to be position 0 or position len-1.
-Every strategy returns float32: mean and max reduce in float32 because a bf16 sum over
+Every pooling returns float32: mean and max reduce in float32 because a bf16 sum over
 hundreds of tokens loses about two significant digits.
 """
 
@@ -17,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-STRATEGIES: tuple[str, ...] = ("cls", "mean", "max", "last")
+POOLINGS: tuple[str, ...] = ("cls", "mean", "max", "last")
+STRATEGIES = POOLINGS  # the name the project's published contract (docs/design.md) gives the same list
 
 
 def first_token_index(mask: Tensor) -> Tensor:
@@ -82,18 +86,18 @@ def _last(hidden_states: Tensor, mask: Tensor) -> Tensor:
     return _gather(hidden_states, last_token_index(mask))
 
 
-_READOUTS = {"cls": _cls, "mean": _mean, "max": _max, "last": _last}
-assert tuple(_READOUTS) == STRATEGIES
+_POOL = {"cls": _cls, "mean": _mean, "max": _max, "last": _last}
+assert tuple(_POOL) == POOLINGS
 
 
-def pool(hidden_states: Tensor, attention_mask: Tensor, strategy: str) -> Tensor:
+def pool(hidden_states: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
     """Pool token states into one float32 vector per row: Tensor[batch, hidden]."""
-    if strategy not in _READOUTS:
-        raise ValueError(f"unknown pooling strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-    return _READOUTS[strategy](hidden_states, check_inputs(hidden_states, attention_mask))
+    if pooling not in _POOL:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+    return _POOL[pooling](hidden_states, check_inputs(hidden_states, attention_mask))
 
 
 def pool_all(hidden_states: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
-    """Every strategy at once, validating the mask once: what the probe's feature cache stores."""
+    """Every pooling at once, validating the mask once: what the probe's feature cache stores."""
     mask = check_inputs(hidden_states, attention_mask)
-    return {name: readout(hidden_states, mask) for name, readout in _READOUTS.items()}
+    return {name: pool_one(hidden_states, mask) for name, pool_one in _POOL.items()}

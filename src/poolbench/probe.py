@@ -40,20 +40,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from poolbench.backbones import known_facts
-from poolbench.config import absolute_layers
+from poolbench.config import Job, ProbeConfig
 from poolbench.features import FeatureSet, features_for
-from poolbench.records import factors, find_finished, register_finished, reuse_record, run_identity, write_record
+from poolbench.records import RunResult
 from poolbench.tasks import stratified_indices
 
 log = logging.getLogger(__name__)
@@ -216,28 +213,20 @@ def _metrics(logits: Tensor, y: Tensor, num_labels: int) -> dict[str, float]:
             "f1": float(multiclass_f1_score(preds, y, num_labels, average="macro"))}
 
 
-@dataclass
-class LayerResult:
-    layer: int
-    metrics: dict[str, Any]
-    selection: dict[str, Any]
-    predictions: pd.DataFrame
-
-
-def probe_layers(features: FeatureSet, strategy: str, layers: Sequence[int], mode: Any, seed: int,
-                 max_train_examples: int | None) -> tuple[list[LayerResult], dict[str, Any]]:
+def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], settings: ProbeConfig, seed: int,
+                 max_train_examples: int | None) -> tuple[list[RunResult], dict[str, Any]]:
     """Train, select on validation, then score test once, for one pooling at the given layers."""
     layers = list(layers)
     num_labels = len(features.label_names)
     labels = features.labels("train")
     rows = train_indices(labels.numpy(), max_train_examples, seed)
-    train_x, train_y = features.vectors("train", strategy, layers, rows=rows), labels[rows]
-    val_x, val_y = features.vectors("validation", strategy, layers), features.labels("validation")
+    train_x, train_y = features.vectors("train", pooling, layers, rows=rows), labels[rows]
+    val_x, val_y = features.vectors("validation", pooling, layers), features.labels("validation")
     stats = fit_standardizer(train_x)
     standardize(stats, train_x, val_x)
-    weight_decays = [float(wd) for wd in mode.weight_decays]
-    heads = train_heads(train_x, train_y, val_x, val_y, layers, weight_decays, num_labels, seed, mode.lr,
-                        mode.batch_size, mode.max_epochs, mode.patience)
+    weight_decays = [float(wd) for wd in settings.weight_decays]
+    heads = train_heads(train_x, train_y, val_x, val_y, layers, weight_decays, num_labels, seed, settings.lr,
+                        settings.batch_size, settings.max_epochs, settings.patience)
     del train_x
     chosen = heads.select()
     index = torch.arange(len(layers))
@@ -246,7 +235,7 @@ def probe_layers(features: FeatureSet, strategy: str, layers: Sequence[int], mod
     val_logits = head_logits(val_x, weight, bias)[:, :, 0]
     del val_x
     # Test is read now, once, at the selected setting of every layer.
-    test_x, test_y = features.vectors("test", strategy, layers), features.labels("test")
+    test_x, test_y = features.vectors("test", pooling, layers), features.labels("test")
     standardize(stats, test_x)
     test_logits = head_logits(test_x, weight, bias)[:, :, 0]
     test_ids = features.ids("test")
@@ -256,113 +245,30 @@ def probe_layers(features: FeatureSet, strategy: str, layers: Sequence[int], mod
         probs = test_logits[i].softmax(-1)
         predictions = pd.DataFrame({"id": test_ids.numpy(), "label": test_y.numpy(),
                                     "prediction": probs.argmax(-1).numpy(), "probs": list(probs.numpy())})
-        results.append(LayerResult(
+        results.append(RunResult(
             layer=layer,
             metrics={"val/acc": val["acc"], "val/f1": val["f1"], "test/acc": test["acc"], "test/f1": test["f1"],
                      "n_test": len(test_y), "n_train": len(rows), "n_labels": num_labels},
             selection={"weight_decay": weight_decays[chosen[i]], "epoch": int(heads.epoch[i, chosen[i]]),
                        "monitor": "val/acc"},
+            timings={},
             predictions=predictions.sort_values("id").reset_index(drop=True),
+            features=features.key,
         ))
     return results, {"epochs_run": heads.epochs_run, "heads": len(layers) * len(weight_decays)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry point
-
-def _record_dir(output_dir: Path, strategy: str, layer: int, seed: int) -> Path:
-    return Path(output_dir) / "records" / f"{strategy}-L{layer}-s{seed}"
-
-
-def _identities(resolved: dict[str, Any], layers: list[int]) -> dict[int, tuple[dict[str, Any], str]]:
-    """Per layer: the resolved config with `layer` made absolute, and its run_id (the identity
-    a fine-tuning run of that one layer would have)."""
-    out = {}
-    for layer in layers:
-        config = {**resolved, "layer": layer}
-        out[layer] = (config, run_identity(config))
-    return out
-
-
-def _reusable(cfg: DictConfig, identities: dict[int, tuple[dict[str, Any], str]]) -> dict[int, dict[str, Any]]:
-    if not cfg.skip_finished:
-        return {}
-    found = {}
-    for layer, (_, run_id) in identities.items():
-        if (previous := find_finished(Path(cfg.paths.output_root), run_id)) is not None:
-            found[layer] = previous
-    return found
-
-
-def _log(logger, records: list[dict[str, Any]]) -> None:
-    if logger is None or not records:
-        return
-    metrics = {}
-    for record in records:
-        layer = record["factors"]["layer"]
-        for key in ("val/acc", "val/f1", "test/acc", "test/f1"):
-            metrics[f"L{layer}/{key}"] = record["metrics"][key]
-    if len(records) == 1:  # one layer: also the plain keys fine-tuning logs
-        metrics.update({k: records[0]["metrics"][k] for k in ("val/acc", "val/f1", "test/acc", "test/f1")})
-    logger.log_metrics(metrics)
-    if hasattr(logger, "save"):
-        logger.save()
-
-
-def run_probe(cfg: DictConfig, output_dir: Path, logger) -> list[dict[str, Any]]:
-    """One probe job: one pooling and seed, one layer or all. Writes one record per (pooling,
-    layer, seed) under `output_dir/records/`, reusing finished ones, and returns them by layer."""
+def run(job: Job, logger: Any = None) -> list[RunResult]:
+    """Probe mode: the cached features of (backbone, task), encoded on first use, then the heads of
+    every layer in `job.layers` trained together. `logger` is unused: the job owner logs results."""
     started = time.perf_counter()
-    output_dir = Path(output_dir)
-    strategy, seed = cfg.pooling.strategy.value, int(cfg.seed)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-    def reuse(found: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-        for layer, previous in found.items():
-            log.info("%s L%d s%d: reusing finished record %s", strategy, layer, seed, previous["dir"])
-            reuse_record(previous, _record_dir(output_dir, strategy, layer, seed))
-        return found
-
-    # Every record already finished? Then not even the backbone is loaded.
-    facts = known_facts(cfg.backbone, cfg.paths.cache_dir)
-    if facts is not None:
-        layers = absolute_layers(cfg.layer, facts["layers"])
-        found = _reusable(cfg, _identities(resolved, layers))
-        if len(found) == len(layers):
-            records = [found[layer] for layer in layers]
-            reuse(found)
-            _log(logger, records)
-            return records
-
-    features, encode_s = features_for(cfg)
-    layers = absolute_layers(cfg.layer, features.num_layers)
-    identities = _identities(resolved, layers)
-    records = reuse(_reusable(cfg, identities))
-    todo = [layer for layer in layers if layer not in records]
-    if todo:
-        train_started = time.perf_counter()
-        results, info = probe_layers(features, strategy, todo, cfg.mode, seed, cfg.task.max_train_examples)
-        train_s = time.perf_counter() - train_started
-        log.info("%s s%d: %d heads on layers %s in %.1f s (%d epochs)", strategy, seed, info["heads"], todo, train_s,
-                 info["epochs_run"])
-        output_root = Path(cfg.paths.output_root)
-        for result in results:
-            config, run_id = identities[result.layer]
-            run_dir = _record_dir(output_dir, strategy, result.layer, seed)
-            record = {
-                "run_id": run_id,
-                "status": "finished",
-                "study": cfg.study,
-                "factors": factors(config, result.layer, features.num_layers),
-                "metrics": result.metrics,
-                "selection": result.selection,
-                # Per job: the heads of all its layers train together, so train_s is shared.
-                "timings": {"encode_s": encode_s, "train_s": train_s, "total_s": time.perf_counter() - started},
-                "features": features.key,
-                "config": config,
-            }
-            records[result.layer] = write_record(run_dir, record, result.predictions)
-            register_finished(output_root, run_id, run_dir)
-    ordered = [records[layer] for layer in layers]
-    _log(logger, ordered)
-    return ordered
+    features, encode_s = features_for(job.backbone, job.task, job.cache_dir, job.mode.encode_batch_tokens)
+    train_started = time.perf_counter()
+    results, info = probe_layers(features, job.pooling, job.layers, job.mode, job.seed, job.task.max_train_examples)
+    train_s = time.perf_counter() - train_started
+    log.info("%s s%d: %d heads on layers %s in %.1f s (%d epochs)", job.pooling, job.seed, info["heads"],
+             list(job.layers), train_s, info["epochs_run"])
+    for result in results:
+        # Per job: the heads of all its layers train together, so train_s is shared.
+        result.timings = {"encode_s": encode_s, "train_s": train_s, "total_s": time.perf_counter() - started}
+    return results

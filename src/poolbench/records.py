@@ -37,6 +37,18 @@ RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.parquet"
 
 
+@dataclass
+class RunResult:
+    """What a mode computed for one layer; the job owner turns it into a Record."""
+
+    layer: int
+    metrics: dict[str, float]
+    selection: dict[str, Any]
+    timings: dict[str, float]
+    predictions: pd.DataFrame
+    features: str | None = None  # the feature cache entry it read, if any
+
+
 def run_identity(identity: dict[str, Any]) -> str:
     """A short stable hash of what determines a run's numbers: `identity` is a mode's allow-list
     of config entries (jobs.py); the schema version is hashed with it."""
