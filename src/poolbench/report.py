@@ -25,7 +25,7 @@ import logging
 import shlex
 import sys
 from datetime import datetime, timezone
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -44,15 +44,14 @@ from rich.table import Table
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from poolbench.records import RECORD_FILE, read_predictions, read_record, run_identity
+from poolbench.records import FACTORS, RECORD_FILE, Factors, Record, read_predictions, read_record
 
 log = logging.getLogger(__name__)
 console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
 
-FACTORS = ["backbone", "family", "init", "task", "mode", "pooling", "layer", "num_layers", "seed",
-           "max_train_examples"]
-# A setting is a run without its seed (one summary row); a cell is a setting without its pooling
-# (the readouts compared with each other); CELL_BUT_LAYER finds a cell's final layer.
+# FACTORS (records.py) name a run: one column each. A setting is a run without its seed (one
+# summary row); a cell is a setting without its pooling (the poolings compared with each other);
+# CELL_BUT_LAYER finds a cell's final layer.
 SETTING = [f for f in FACTORS if f != "seed"]
 CELL = [f for f in SETTING if f != "pooling"]
 CELL_BUT_LAYER = [f for f in CELL if f != "layer"]
@@ -88,15 +87,15 @@ class ReportError(Exception):
 class Collection:
     """The records a report analyses, and what was left out and why."""
 
-    finished: list[dict[str, Any]]
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[Record]
+    failed: list[Record] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "<dir>: <reason>"
     missing: list[str] = field(default_factory=list)  # job dirs that never wrote a record
     duplicates: int = 0  # the same run found again (a finished run reused by a later sweep)
     superseded: int = 0  # older runs with the same factors as a newer one but another config
 
 
-def read_local(roots: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+def read_local(roots: Iterable[Path]) -> tuple[list[Record], list[str], list[str]]:
     """Records below run or sweep dirs, the record dirs that could not be read, and the Hydra job
     dirs without any record. Walks the dirs itself rather than using records.find_records, which
     stops at the first unreadable record."""
@@ -107,17 +106,9 @@ def read_local(roots: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str], 
             continue
         for path in sorted(root.rglob(RECORD_FILE)):
             try:
-                record = read_record(path.parent)
-            except (OSError, ValueError, TypeError) as error:  # unreadable file, bad JSON, not an object
+                records.append(read_record(path.parent))
+            except (OSError, ValueError) as error:  # unreadable file, bad JSON, or not a record (the reason)
                 unreadable.append(f"{path.parent}: {error}")
-                continue
-            # Failed records carry no factors or metrics: they are counted, not analysed.
-            required = ("run_id", "status") + (("factors", "metrics") if record.get("status") == "finished" else ())
-            absent = [key for key in required if key not in record]
-            if absent:
-                unreadable.append(f"{path.parent}: no {', '.join(absent)}")
-            else:
-                records.append(record)
         # Every Hydra job dir holds .hydra/; one without a record below it died before writing one.
         for hydra_dir in sorted(root.rglob(".hydra")):
             if not any(hydra_dir.parent.rglob(RECORD_FILE)):
@@ -125,7 +116,7 @@ def read_local(roots: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str], 
     return records, unreadable, missing
 
 
-def read_wandb(project_path: str, group: str) -> list[dict[str, Any]]:
+def read_wandb(project_path: str, group: str) -> list[Record]:
     """The runs of one W&B group as records. W&B holds no per-example predictions, so these
     records support the cell-level tests only."""
     import wandb
@@ -138,48 +129,51 @@ def read_wandb(project_path: str, group: str) -> list[dict[str, Any]]:
                           "record dirs") from error
 
 
-def wandb_record(run: Any) -> dict[str, Any]:
-    """One W&B run as a record. poolbench logs each factor as a top-level config key and the
-    resolved config under `config`, so the run_id is recomputed exactly as the run computed it."""
+def wandb_record(run: Any) -> Record:
+    """One W&B run as a record. poolbench logs each factor and the run_id as top-level config keys
+    and the resolved config under `config`. The run_id is read, never recomputed here: which config
+    entries it hashes is the modes' business (jobs.py). A run logged without one keeps W&B's own id."""
     config = dict(run.config)
     summary = dict(run.summary_metrics)
-    return {
-        "run_id": run_identity(config.get("config", config)),
-        "status": "finished" if run.state == "finished" else "failed",
-        "study": getattr(run, "group", None),
-        "factors": {factor: config.get(factor) for factor in FACTORS},
-        "metrics": {k: v for k, v in summary.items() if not k.startswith("_") and isinstance(v, (int, float))},
-        "timings": {"total_s": summary.get("_runtime")},
-        "config": config.get("config", config),
-        "versions": {},
-        "git_commit": getattr(run, "commit", None),
-        "created": getattr(run, "created_at", None),
-        "dir": f"wandb:{'/'.join(run.path)}",
-        "error": None if run.state == "finished" else f"W&B state: {run.state}",
-    }
+    # A run that died before logging its config has no factors; its resolved config, if any, names it.
+    logged = any(factor in config for factor in FACTORS)
+    return Record(
+        run_id=config.get("run_id") or run.id,
+        status="finished" if run.state == "finished" else "failed",
+        study=getattr(run, "group", None),
+        factors=Factors(**{factor: config.get(factor) for factor in FACTORS}) if logged else None,
+        metrics={k: v for k, v in summary.items() if not k.startswith("_") and isinstance(v, (int, float))},
+        timings={"total_s": summary.get("_runtime")},
+        config=config.get("config", config),
+        versions={},
+        git_commit=getattr(run, "commit", None),
+        created=getattr(run, "created_at", None),
+        dir=f"wandb:{'/'.join(run.path)}",
+        error=None if run.state == "finished" else f"W&B state: {run.state}",
+    )
 
 
-def _setting_and_seed(record: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(record["factors"].get(factor)) for factor in FACTORS)
+def _setting_and_seed(record: Record) -> tuple[str, ...]:
+    return tuple(map(str, astuple(record.factors)))
 
 
-def collect(records: list[dict[str, Any]], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
+def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
     """Finished runs, each counted once, and the failed runs that were never completed later."""
-    finished = [r for r in records if r["status"] == "finished"]
+    finished = [r for r in records if r.finished]
     # The same run_id with the same factors is one run found twice (reuse_record copies a finished
-    # record into a later sweep). Keying on the factors too keeps distinct readouts apart should a
+    # record into a later sweep). Keying on the factors too keeps distinct poolings apart should a
     # writer ever give them one run_id.
-    unique: dict[tuple, dict[str, Any]] = {}
+    unique: dict[tuple, Record] = {}
     for record in finished:
-        unique.setdefault((record["run_id"], _setting_and_seed(record)), record)
+        unique.setdefault((record.run_id, _setting_and_seed(record)), record)
     # Two runs with identical factors but different run_ids differ in config outside the factors
     # (a changed learning rate, say); averaging them as seeds would mix two experiments. The newest wins.
-    newest: dict[tuple, dict[str, Any]] = {}
-    for record in sorted(unique.values(), key=lambda r: str(r.get("created", ""))):
+    newest: dict[tuple, Record] = {}
+    for record in sorted(unique.values(), key=lambda r: r.created or ""):
         newest[_setting_and_seed(record)] = record
     # A failed job that later finished (a re-launched sweep) is not a failure of the study.
-    finished_ids = {r["run_id"] for r in finished}
-    failed = {r["run_id"]: r for r in records if r["status"] != "finished" and r["run_id"] not in finished_ids}
+    finished_ids = {r.run_id for r in finished}
+    failed = {r.run_id: r for r in records if not r.finished and r.run_id not in finished_ids}
     return Collection(list(newest.values()), list(failed.values()), list(unreadable), list(missing),
                       duplicates=len(finished) - len(unique), superseded=len(unique) - len(newest))
 
@@ -190,56 +184,56 @@ class RunPredictions:
     n_labels: int  # the width of the predicted distribution: the head's label count
 
 
-def read_all_predictions(records: list[dict[str, Any]]) -> tuple[dict[str, RunPredictions], list[str]]:
+def read_all_predictions(records: list[Record]) -> tuple[dict[str, RunPredictions], list[str]]:
     """Per run dir, which test examples it got right; and the runs whose predictions are absent or
     unreadable (they enter the cell-level tests only)."""
     predictions, unavailable = {}, []
     for record in records:
-        if not record.get("predictions"):
-            unavailable.append(f"{record['dir']}: no predictions recorded")
+        if not record.predictions:
+            unavailable.append(f"{record.dir}: no predictions recorded")
             continue
         try:
             frame = read_predictions(record)
             correct = pd.Series((frame["prediction"] == frame["label"]).to_numpy(), index=frame["id"].to_numpy())
             n_labels = len(frame["probs"].iloc[0]) if len(frame) else 0
         except (OSError, ValueError, KeyError) as error:  # gone, not parquet, or columns missing
-            unavailable.append(f"{record['dir']}: {error!r}")
+            unavailable.append(f"{record.dir}: {error!r}")
             continue
-        predictions[record["dir"]] = RunPredictions(correct, n_labels)
+        predictions[record.dir] = RunPredictions(correct, n_labels)
     return predictions, unavailable
 
 
-def at_epoch_budget(record: dict[str, Any]) -> bool | None:
+def at_epoch_budget(record: Record) -> bool | None:
     """Whether validation chose the last epoch the run was allowed (it may have stopped short of its
     best); None when the record does not say."""
-    epoch = (record.get("selection") or {}).get("epoch")
-    config = record.get("config") or {}
+    epoch = record.selection.get("epoch")
+    config = record.config
     if epoch is None:
         return None
-    if record["factors"].get("mode") == "finetune" and "trainer" in config:
+    if record.factors.mode == "finetune" and "trainer" in config:
         return epoch == config["trainer"]["max_epochs"] - 1  # Lightning counts epochs from 0
     if "mode" in config and "max_epochs" in config["mode"]:
         return epoch == config["mode"]["max_epochs"]  # probe heads count from 1
     return None
 
 
-def runs_table(records: list[dict[str, Any]], predictions: dict[str, RunPredictions]) -> pd.DataFrame:
+def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) -> pd.DataFrame:
     """One row per run: factors, metrics as recorded, timings, versions, provenance."""
     rows = []
     for record in records:
         rows.append({
-            "run_id": record["run_id"],
-            "study": record.get("study"),
-            **{factor: record["factors"].get(factor) for factor in FACTORS},
-            **record["metrics"],
-            "n_labels": predictions[record["dir"]].n_labels if record["dir"] in predictions else None,
-            "selected_epoch": (record.get("selection") or {}).get("epoch"),
+            "run_id": record.run_id,
+            "study": record.study,
+            **asdict(record.factors),
+            **record.metrics,
+            "n_labels": predictions[record.dir].n_labels if record.dir in predictions else None,
+            "selected_epoch": record.selection.get("epoch"),
             "at_epoch_budget": at_epoch_budget(record),
-            **{f"time/{k}": v for k, v in (record.get("timings") or {}).items()},
-            **{f"version/{k}": v for k, v in (record.get("versions") or {}).items()},
-            "git_commit": record.get("git_commit"),
-            "created": record.get("created"),
-            "dir": record["dir"],
+            **{f"time/{k}": v for k, v in record.timings.items()},
+            **{f"version/{k}": v for k, v in record.versions.items()},
+            "git_commit": record.git_commit,
+            "created": record.created,
+            "dir": record.dir,
         })
     runs = pd.DataFrame(rows)
     for metric in [*METRICS, "n_test", "n_train"]:  # read by every report, recorded or not
@@ -702,14 +696,22 @@ def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd
                                    len(unavailable_predictions)]})
 
 
-def failed_run_line(record: dict[str, Any]) -> str:
-    config = record.get("config") or {}
-    what = ", ".join(f"{key}={value}" for key, value in [
-        ("backbone", (config.get("backbone") or {}).get("name")), ("task", (config.get("task") or {}).get("name")),
-        ("mode", (config.get("mode") or {}).get("name")), ("pooling", (config.get("pooling") or {}).get("strategy")),
-        ("layer", config.get("layer")), ("seed", config.get("seed"))] if value is not None)
-    error = (record.get("error") or "no error recorded").strip().splitlines()[-1]
-    return f"- `{record['dir']}` ({what}): {error}"
+def named_factor(record: Record, factor: str) -> Any:
+    """A factor of a failed run: from its factors, else from its resolved config (failed records of
+    schema 1 carry no factors; a job that failed early may not have known them all)."""
+    value = getattr(record.factors, factor) if record.factors is not None else None
+    if value is not None or factor in ("layer", "seed"):
+        return record.config.get(factor) if value is None else value
+    node = record.config.get(factor) or {}
+    # Configs before the pooling node was renamed called its name `strategy`.
+    return node.get("name", node.get("strategy")) if factor == "pooling" else node.get("name")
+
+
+def failed_run_line(record: Record) -> str:
+    named = [(factor, named_factor(record, factor)) for factor in ("backbone", "task", "mode", "pooling", "layer", "seed")]
+    what = ", ".join(f"{factor}={value}" for factor, value in named if value is not None)
+    error = (record.error or "no error recorded").strip().splitlines()[-1]
+    return f"- `{record.dir}` ({what}): {error}"
 
 
 def values_of(series: pd.Series) -> str:
