@@ -1,19 +1,23 @@
 """Records -> the study report. The console script (`poolbench.report:main`) and the Hydra
 callback (`poolbench.report.MultirunReport`) are named through this package."""
 
+from poolbench.report.statistics import (
+    across_cells,
+    bootstrap_ci,
+    compare_to_cls,
+    holm,
+    mcnemar_exact,
+    mean_with_ci,
+    paired_comparison,
+    summarize,
+)
 from poolbench.report.write import (
     Collection,
     MultirunReport,
     ReportError,
-    across_cells,
-    bootstrap_ci,
     build_report,
     collect,
-    compare_to_cls,
-    holm,
     main,
-    mcnemar_exact,
-    mean_with_ci,
     read_local,
     read_wandb,
     wandb_record,
@@ -21,5 +25,5 @@ from poolbench.report.write import (
 )
 
 __all__ = ["Collection", "MultirunReport", "ReportError", "across_cells", "bootstrap_ci", "build_report", "collect",
-           "compare_to_cls", "holm", "main", "mcnemar_exact", "mean_with_ci", "read_local", "read_wandb",
-           "wandb_record", "write_report"]
+           "compare_to_cls", "holm", "main", "mcnemar_exact", "mean_with_ci", "paired_comparison", "read_local",
+           "read_wandb", "summarize", "wandb_record", "write_report"]

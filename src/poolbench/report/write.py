@@ -41,31 +41,16 @@ from matplotlib.patches import Patch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from poolbench.records import FACTORS, RECORD_FILE, Factors, Record, read_predictions, read_record
+from poolbench.report.naming import (CELL, METRICS, REFERENCE, at_final_layer, format_p, pooling_order, sort_poolings,
+                                     values_of, with_labels)
+from poolbench.report.statistics import (ALPHA, BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
+                                         summarize)
 
 log = logging.getLogger(__name__)
 console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
 
-# FACTORS (records.py) name a run: one column each. A setting is a run without its seed (one
-# summary row); a cell is a setting without its pooling (the poolings compared with each other);
-# CELL_BUT_LAYER finds a cell's final layer.
-SETTING = [f for f in FACTORS if f != "seed"]
-CELL = [f for f in SETTING if f != "pooling"]
-CELL_BUT_LAYER = [f for f in CELL if f != "layer"]
-# The verdict pools the cells (task x backbone) of one backbone family, init and mode.
-VERDICT_GROUP = ["family", "init", "mode", "pooling"]
-REFERENCE = "cls"
-POOLING_ORDER = ["cls", "mean", "max", "last"]
-METRICS = {"test/acc": "acc", "test/f1": "f1"}
-ALPHA = 0.05
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
-# The exact two-sided Wilcoxon test over n cells cannot give p below 2 / 2^n: with fewer than 6
-# cells it can never reach 0.05, so it is not run.
-MIN_WILCOXON_CELLS = 6
 FEW_SEEDS = 3
 
 QUESTION = (
@@ -244,177 +229,7 @@ def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) ->
     return runs.sort_values(FACTORS).reset_index(drop=True)
 
 
-# ---------------------------------------------------------------- statistics
-
-
-def mean_with_ci(values: pd.Series) -> dict[str, float]:
-    """Mean, sd, n and the 95% t-interval over seeds. Seeds are few, hence t rather than normal;
-    one seed has no spread and gets no interval (NaN)."""
-    values = values.dropna()
-    n, mean, sd = len(values), values.mean(), values.std(ddof=1)
-    half_width = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) if n > 1 else np.nan
-    return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half_width, "ci_high": mean + half_width}
-
-
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting: test accuracy and F1 over its seeds."""
-    rows = []
-    for key, group in runs.groupby(SETTING, dropna=False, sort=True):
-        row = dict(zip(SETTING, key))
-        for metric, name in METRICS.items():
-            row |= {f"{name}_{stat}": value for stat, value in mean_with_ci(group[metric]).items()}
-        row["seeds"] = ",".join(map(str, sorted(group["seed"])))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def mcnemar_exact(differences: pd.Series) -> float:
-    """Exact McNemar test: a two-sided binomial test (p = 1/2) of the examples where the pooling is
-    right and cls wrong against those the other way round. Given each example's difference in
-    correctness averaged over seeds, it is the sign test of those averages, which is McNemar's test
-    itself when there is one seed. No discordant example means no evidence of a difference: p = 1."""
-    better, worse = int((differences > 0).sum()), int((differences < 0).sum())
-    return 1.0 if better + worse == 0 else stats.binomtest(better, better + worse, 0.5).pvalue
-
-
-def bootstrap_ci(per_example: np.ndarray) -> tuple[float, float]:
-    """Percentile 95% CI of the mean difference, resampling test examples with replacement. Seeded
-    per call, so a comparison's interval does not depend on which comparisons ran before it."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    resampled_means = rng.choice(per_example, size=(BOOTSTRAP_RESAMPLES, len(per_example))).mean(axis=1)
-    low, high = np.percentile(resampled_means, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def holm(p_values: pd.Series) -> pd.Series:
-    """Holm-adjusted p-values over the tested entries; untested (NaN) entries stay NaN and are not
-    part of the family."""
-    adjusted = pd.Series(np.nan, index=p_values.index)
-    tested = p_values.notna()
-    if tested.any():
-        adjusted[tested] = multipletests(p_values[tested], method="holm")[1]
-    return adjusted
-
-
-COMPARISON_STATS = ["seeds", "n_seeds", "unpaired_seeds", "acc_cls", "acc_pooling", "diff", "n_examples", "n_better",
-                    "n_worse", "ci_low", "ci_high", "p", "seed_p_median", "seeds_significant", "evidence"]
-
-
-def paired_comparison(reference: pd.DataFrame, other: pd.DataFrame, predictions: dict[str, RunPredictions]) -> dict:
-    """cls against one other pooling of the same cell; both frames hold the matched seeds, in order.
-
-    The difference is the mean over seeds of the recorded test accuracies. With per-example
-    predictions, each example's difference in correctness is averaged over the seeds: the examples,
-    shared by every seed, stay the unit that is resampled and tested, so seeds of one example are
-    not counted as independent evidence (summing discordant counts over seeds would be). The
-    per-seed McNemar p-values are reported alongside (median, and how many seeds reach ALPHA) to
-    show whether the seeds agree."""
-    result = {
-        "acc_cls": reference["test/acc"].mean(),
-        "acc_pooling": other["test/acc"].mean(),
-        "diff": (other["test/acc"].to_numpy() - reference["test/acc"].to_numpy()).mean(),
-        "evidence": "cells",
-    }
-    pairs = list(zip(reference["dir"], other["dir"]))
-    if not all(a in predictions and b in predictions for a, b in pairs):
-        return result
-    # Subtracting id-indexed series aligns the examples; dropna keeps those both runs predicted.
-    per_seed = [(predictions[b].correct.astype(int) - predictions[a].correct.astype(int)).dropna() for a, b in pairs]
-    per_example = pd.concat(per_seed, axis=1).mean(axis=1)
-    if per_example.empty:
-        return result  # the two runs share no test example id: nothing to pair
-    seed_p = [mcnemar_exact(differences) for differences in per_seed]
-    ci_low, ci_high = bootstrap_ci(per_example.to_numpy())
-    return result | {
-        "n_examples": len(per_example),
-        "n_better": int((per_example > 0).sum()),
-        "n_worse": int((per_example < 0).sum()),
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "p": mcnemar_exact(per_example),
-        "seed_p_median": float(np.median(seed_p)),
-        "seeds_significant": sum(p < ALPHA for p in seed_p),
-        "evidence": "examples",
-    }
-
-
-def compare_to_cls(runs: pd.DataFrame, predictions: dict[str, RunPredictions]) -> pd.DataFrame:
-    """Every pooling against cls in the same cell, on the seeds both ran.
-
-    The Holm family is every example-level comparison in this report: all poolings, cells, layers
-    and modes together, so no win or loss escapes correction for the number of comparisons made."""
-    rows = []
-    for key, cell in runs.groupby(CELL, dropna=False, sort=True):
-        by_pooling = {pooling: group.set_index("seed") for pooling, group in cell.groupby("pooling")}
-        reference = by_pooling.pop(REFERENCE, None)
-        if reference is None:
-            continue  # counted among the caveats
-        for pooling, other in by_pooling.items():
-            seeds = sorted(set(reference.index) & set(other.index))
-            if not seeds:
-                continue
-            rows.append({
-                **dict(zip(CELL, key)),
-                "pooling": pooling,
-                "seeds": ",".join(map(str, seeds)),
-                "n_seeds": len(seeds),
-                "unpaired_seeds": len(set(reference.index) ^ set(other.index)),
-                **paired_comparison(reference.loc[seeds], other.loc[seeds], predictions),
-            })
-    comparisons = pd.DataFrame(rows, columns=[*CELL, "pooling", *COMPARISON_STATS])
-    comparisons["p_holm"] = holm(comparisons["p"].astype(float))
-    significant = comparisons["p_holm"] < ALPHA
-    comparisons["outcome"] = np.select(
-        [significant & (comparisons["diff"] > 0), significant & (comparisons["diff"] < 0), comparisons["p_holm"].notna()],
-        ["win", "loss", "tie"], default="untested")
-    return comparisons
-
-
-def at_final_layer(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows at each cell's highest recorded layer: the final state the question is about.
-    Earlier layers stay in the CSVs and the layer figure."""
-    final_layer = frame.groupby(CELL_BUT_LAYER, dropna=False)["layer"].transform("max")
-    return frame[frame["layer"] == final_layer]
-
-
-def wilcoxon_over_cells(differences: pd.Series) -> float:
-    """Wilcoxon signed-rank test of the per-cell mean differences; NaN with too few cells."""
-    if len(differences) < MIN_WILCOXON_CELLS:
-        return np.nan
-    if (differences == 0).all():
-        return 1.0  # every cell tied: no evidence of a difference (scipy would warn and divide by zero)
-    return float(stats.wilcoxon(differences).pvalue)
-
-
-def across_cells(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Per family x init x mode x pooling, how the cells at the final layer went, and whether the
-    differences are consistent across cells. Holm family: these Wilcoxon tests."""
-    rows = []
-    for key, group in at_final_layer(comparisons).groupby(VERDICT_GROUP, dropna=False, sort=True):
-        differences = group["diff"].dropna()
-        rows.append({
-            **dict(zip(VERDICT_GROUP, key)),
-            "n_cells": len(differences),
-            "n_higher": int((differences > 0).sum()),
-            "n_lower": int((differences < 0).sum()),
-            "n_tested": int(group["p"].notna().sum()),
-            "n_win": int((group["outcome"] == "win").sum()),
-            "n_loss": int((group["outcome"] == "loss").sum()),
-            "mean_diff": differences.mean(),
-            "median_diff": differences.median(),
-            "p": wilcoxon_over_cells(differences),
-        })
-    across = pd.DataFrame(rows, columns=[*VERDICT_GROUP, "n_cells", "n_higher", "n_lower", "n_tested", "n_win",
-                                         "n_loss", "mean_diff", "median_diff", "p"])
-    across["p_holm"] = holm(across["p"].astype(float))
-    return sort_poolings(across, ["family", "init", "mode"])
-
-
 # ---------------------------------------------------------------- verdict and caveats
-
-
-def format_p(p: float) -> str:
-    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def verdict_lines(across: pd.DataFrame) -> list[str]:
@@ -493,32 +308,6 @@ def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame
 
 
 # ---------------------------------------------------------------- tables
-
-
-def backbone_label(row: pd.Series) -> str:
-    """A backbone as tables and figures name it: random-init controls and subsampled training marked."""
-    label = str(row["backbone"])
-    if row["init"] != "pretrained":
-        label += f" ({row['init']} init)"
-    if row["max_train_examples"] != "all":
-        label += f", {row['max_train_examples']} train"
-    return label
-
-
-def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(label=[backbone_label(row) for _, row in frame.iterrows()])
-
-
-def pooling_order(poolings: Iterable[str]) -> list[str]:
-    present = set(poolings)
-    return [p for p in POOLING_ORDER if p in present] + sorted(present - set(POOLING_ORDER))
-
-
-def sort_poolings(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Rows sorted by `by`, then by pooling in POOLING_ORDER rather than alphabetically."""
-    rank = {pooling: i for i, pooling in enumerate(pooling_order(frame["pooling"]))}
-    return frame.assign(pooling_rank=frame["pooling"].map(rank)).sort_values([*by, "pooling_rank"]).drop(
-        columns="pooling_rank")
 
 
 def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -714,11 +503,6 @@ def failed_run_line(record: Record) -> str:
     return f"- `{record.dir}` ({what}): {error}"
 
 
-def values_of(series: pd.Series) -> str:
-    """The distinct values of a column, as a short text for a table cell."""
-    return ", ".join(map(str, sorted(series.dropna().unique(), key=lambda v: (str(type(v)), v)))) or "–"
-
-
 def sweep_commands(roots: Iterable[Path]) -> list[str]:
     """The command line that launched each Hydra sweep below `roots`, read from its multirun.yaml."""
     commands = []
@@ -786,7 +570,7 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     predictions, unavailable_predictions = read_all_predictions(collection.finished)
     runs = runs_table(collection.finished, predictions)
     summary = summarize(runs)
-    comparisons = compare_to_cls(runs, predictions)
+    comparisons = compare_to_cls(runs, {run_dir: run.correct for run_dir, run in predictions.items()})
     across = across_cells(comparisons)
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
