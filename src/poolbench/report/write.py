@@ -14,8 +14,9 @@ into one output directory:
   *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
   REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
 
-Every number and every sentence of the verdict is computed from the records; the statistical
-choices are explained where they are made.
+Every number and every sentence of the verdict is computed from the records; the statistics are
+in statistics.py, the sentences in verdict.py. This module puts the parts together, prints the
+summary to the console, and holds the `poolbench-report` CLI and the Hydra callback.
 """
 
 from __future__ import annotations
@@ -26,17 +27,10 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
-import seaborn as sns
 from hydra.experimental.callback import Callback
-from matplotlib.colors import ListedColormap
-# Figures are drawn on matplotlib.figure.Figure objects, which render with the Agg canvas, so
-# importing this module never switches the pyplot backend of whoever imports it.
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
@@ -44,269 +38,15 @@ from rich.table import Table
 from poolbench.records import Record
 from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
                                       runs_table, sweep_commands)
-from poolbench.report.naming import (CELL, REFERENCE, at_final_layer, format_p, pooling_order, sort_poolings, values_of,
-                                     with_labels)
-from poolbench.report.statistics import (ALPHA, BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
-                                         summarize)
+from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_loss
+from poolbench.report.naming import values_of
+from poolbench.report.statistics import BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls, summarize
+from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_markdown, comparisons_for_markdown,
+                                     latex_table, markdown_table)
+from poolbench.report.verdict import QUESTION, caveats, verdict_lines
 
 log = logging.getLogger(__name__)
 console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
-
-FEW_SEEDS = 3
-
-QUESTION = (
-    "Does the final state of the first token ([CLS], h_0) aggregate a sequence's meaning better than "
-    "the other readouts of the same backbone: the mean of the token states, their max, or the last "
-    "token? Every comparison holds all else equal (backbone, task, layer, mode, seed and the softmax "
-    "head); only the readout changes."
-)
-
-
-# ---------------------------------------------------------------- verdict and caveats
-
-
-def verdict_lines(across: pd.DataFrame) -> list[str]:
-    """One sentence per family x init x mode x pooling, generated from the tests."""
-    lines = []
-    for row in across.itertuples(index=False):
-        group = row.family if row.init == "pretrained" else f"{row.family} ({row.init} init)"
-        pooling = row.pooling
-        if row.n_tested == row.n_cells:
-            per_cell = (f"{pooling} > cls on {row.n_higher} of {row.n_cells} cells, significant on {row.n_win} "
-                        f"after Holm; {pooling} < cls on {row.n_lower}, significant on {row.n_loss}")
-        else:
-            per_cell = (f"{pooling} > cls on {row.n_higher} of {row.n_cells} cells, {pooling} < cls on "
-                        f"{row.n_lower}; per-example tests on {row.n_tested} of them ({row.n_win} significant "
-                        f"wins, {row.n_loss} losses after Holm)")
-        if pd.isna(row.p):
-            across_test = f"Wilcoxon over cells not run: {row.n_cells} cells, it needs {MIN_WILCOXON_CELLS}"
-            conclusion = "no test across cells"
-        else:
-            across_test = f"Wilcoxon over cells p={format_p(row.p)}, Holm p={format_p(row.p_holm)}"
-            if row.p_holm >= ALPHA:
-                conclusion = "no consistent difference across cells"
-            elif row.mean_diff > 0:
-                conclusion = f"{pooling} beats cls across cells"
-            else:
-                conclusion = f"cls beats {pooling} across cells"
-        lines.append(f"- **{group}, {row.mode}**: {per_cell} ({across_test}) → {conclusion}.")
-    return lines
-
-
-def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, across: pd.DataFrame,
-            collection: Collection, unavailable_predictions: list[str]) -> list[str]:
-    """Limits of the evidence, read off the data."""
-    notes = []
-    few_seeds = summary["acc_n"] < FEW_SEEDS
-    if few_seeds.any():
-        notes.append(f"{few_seeds.sum()} of {len(summary)} settings have fewer than {FEW_SEEDS} seeds (fewest: "
-                     f"{summary['acc_n'].min()}): their t-intervals over seeds are wide, and with one seed there is none.")
-    if unavailable_predictions:
-        notes.append(f"{len(unavailable_predictions)} runs lack readable per-example predictions: "
-                     f"{(comparisons['evidence'] == 'cells').sum()} comparisons have no bootstrap CI or McNemar test "
-                     "and count only in the Wilcoxon tests across cells.")
-    at_budget = runs["at_epoch_budget"].eq(True)  # None: the record does not say
-    if at_budget.any():
-        notes.append(f"{at_budget.sum()} of {len(runs)} runs selected the last epoch they were allowed "
-                     "(trainer.max_epochs or mode.max_epochs): they may be undertrained, and more epochs could "
-                     "change the ranking.")
-    unpaired = comparisons["unpaired_seeds"] > 0
-    if unpaired.any():
-        notes.append(f"{unpaired.sum()} comparisons leave seeds out that only one of the two readouts ran; "
-                     "only seeds present for both are paired.")
-    without_cls = runs.groupby(CELL, dropna=False)["pooling"].agg(lambda poolings: REFERENCE not in set(poolings))
-    if without_cls.any():
-        notes.append(f"{without_cls.sum()} cells have no cls run, so nothing to compare their readouts with.")
-    too_few = across["p"].isna()
-    if too_few.any():
-        notes.append(f"{too_few.sum()} verdict groups have fewer than {MIN_WILCOXON_CELLS} cells: the exact Wilcoxon "
-                     "test cannot reach p < 0.05 there, so it is not run.")
-    if collection.failed or collection.missing:
-        notes.append(f"Failed runs ({len(collection.failed)}) and jobs without a record ({len(collection.missing)}) "
-                     "leave some cells incomplete.")
-    if collection.superseded:
-        notes.append(f"{collection.superseded} runs were replaced by newer runs with the same factors but a "
-                     "different config: only the newest of each is analysed.")
-    commits = runs["git_commit"].dropna().unique()
-    dirty = any(str(commit).endswith("+dirty") for commit in commits)
-    if len(commits) > 1:
-        notes.append(f"The runs come from {len(commits)} code versions{', some with uncommitted changes' if dirty else ''}.")
-    elif dirty:
-        notes.append(f"The runs come from one code version with uncommitted changes ({commits[0]}).")
-    for column in [c for c in runs if c.startswith("version/")]:
-        if runs[column].nunique() > 1:
-            notes.append(f"{column.removeprefix('version/')} differs between runs: "
-                         f"{', '.join(sorted(map(str, runs[column].dropna().unique())))}.")
-    return notes
-
-
-# ---------------------------------------------------------------- tables
-
-
-def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and sd of test accuracy at the final layer: rows mode x task x backbone, one column per pooling."""
-    final = with_labels(at_final_layer(summary))
-    index = ["mode", "task", "label"]
-    columns = pooling_order(final["pooling"])
-    mean = final.pivot(index=index, columns="pooling", values="acc_mean")[columns]
-    sd = final.pivot(index=index, columns="pooling", values="acc_sd")[columns]
-    return mean, sd
-
-
-def accuracy_cells(mean: pd.DataFrame, sd: pd.DataFrame, plus_minus: str, bold: Callable[[str], str]) -> pd.DataFrame:
-    """Accuracy in percent, "mean ± sd" (just the mean with one seed), the best of each row in bold."""
-    best = mean.eq(mean.max(axis=1), axis=0)
-
-    def cell(m: float, s: float, is_best: bool) -> str:
-        if pd.isna(m):
-            return ""
-        text = f"{100 * m:.1f}" + ("" if pd.isna(s) else f"{plus_minus}{100 * s:.1f}")
-        return bold(text) if is_best else text
-
-    return pd.DataFrame({p: [cell(m, s, b) for m, s, b in zip(mean[p], sd[p], best[p])] for p in mean.columns},
-                        index=mean.index)
-
-
-def latex_escape(text: str) -> str:
-    for char in "\\&%$#_{}":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def latex_table(mean: pd.DataFrame, sd: pd.DataFrame) -> str:
-    cells = accuracy_cells(mean, sd, r" $\pm$ ", lambda text: rf"\textbf{{{text}}}")
-    header = " & ".join(["Mode", "Task", "Backbone", *map(latex_escape, cells.columns)]) + r" \\"
-    body = [" & ".join([*(latex_escape(str(part)) for part in index), *row]) + r" \\"
-            for index, row in zip(cells.index, cells.to_numpy())]
-    return "\n".join([
-        r"% needs \usepackage{booktabs}",
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\caption{Test accuracy (\%, mean $\pm$ sd over seeds) of each readout at each backbone's final layer. "
-        r"Best readout per row in bold.}",
-        rf"\begin{{tabular}}{{lll{'r' * len(cells.columns)}}}",
-        r"\toprule",
-        header,
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-        "",
-    ])
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub markdown table of a frame's cells as text (pandas' to_markdown needs tabulate)."""
-    def text(value: Any) -> str:
-        if isinstance(value, float):
-            value = "–" if np.isnan(value) else f"{value:.3f}"
-        return str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(map(text, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(text, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- figures
-
-
-def pooling_colors(poolings: Iterable[str]) -> dict[str, Any]:
-    order = pooling_order(poolings)
-    return dict(zip(order, sns.color_palette("colorblind", len(order))))
-
-
-def plot_accuracy(summary: pd.DataFrame, path: Path) -> bool:
-    """Bars of test accuracy at the final layer with 95% CI over seeds: one panel per (mode, task)
-    that has runs, four panels a row."""
-    final = with_labels(at_final_layer(summary))
-    if final.empty:
-        return False
-    panels = list(final.groupby(["mode", "task"]))  # sorted by (mode, task)
-    colors = pooling_colors(final["pooling"])
-    width = 0.8 / len(colors)
-    n_cols = min(4, len(panels))
-    n_rows = -(-len(panels) // n_cols)
-    most_labels = max(panel["label"].nunique() for _, panel in panels)
-    figure = Figure(figsize=(max(4.0, 0.4 * most_labels * len(colors)) * n_cols, 4.0 * n_rows), layout="constrained")
-    axes = figure.subplots(n_rows, n_cols, squeeze=False, sharey=True).ravel()
-    for ax, ((mode, task), panel) in zip(axes, panels):
-        labels = sorted(panel["label"].unique())
-        for k, (pooling, color) in enumerate(colors.items()):
-            bars = panel[panel["pooling"] == pooling].set_index("label").reindex(labels)
-            positions = np.arange(len(labels)) + (k - (len(colors) - 1) / 2) * width
-            ax.bar(positions, bars["acc_mean"], width, color=color,
-                   yerr=bars["acc_mean"] - bars["acc_ci_low"], capsize=2)
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-        ax.set_title(f"{task} · {mode}")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    for ax in axes[::n_cols]:
-        ax.set_ylabel("test accuracy")
-    figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling", loc="outside right upper")
-    figure.savefig(path, dpi=120)
-    return True
-
-
-def plot_layers(summary: pd.DataFrame, path: Path) -> bool:
-    """Test accuracy per layer for probe runs, one line per pooling with its 95% CI band; panels
-    backbone x task. Only cells probed at more than one layer."""
-    probe = with_labels(summary[summary["mode"] == "probe"])
-    if probe.empty:
-        return False
-    probe = probe[probe.groupby(["task", "label"])["layer"].transform("nunique") > 1]
-    if probe.empty:
-        return False
-    labels, tasks = sorted(probe["label"].unique()), sorted(probe["task"].unique())
-    colors = pooling_colors(probe["pooling"])
-    figure = Figure(figsize=(4.0 * len(tasks), 3.0 * len(labels)), layout="constrained")
-    axes = figure.subplots(len(labels), len(tasks), squeeze=False, sharey=True)
-    for i, label in enumerate(labels):
-        for j, task in enumerate(tasks):
-            ax = axes[i][j]
-            panel = probe[(probe["label"] == label) & (probe["task"] == task)]
-            for pooling, color in colors.items():
-                line = panel[panel["pooling"] == pooling].sort_values("layer")
-                ax.plot(line["layer"], line["acc_mean"], marker="o", markersize=3, color=color)
-                ax.fill_between(line["layer"], line["acc_ci_low"], line["acc_ci_high"], color=color, alpha=0.2)
-            ax.set_title(f"{label} · {task}", fontsize=9)
-            ax.set_xlabel("layer (0 = embeddings)")
-        axes[i][0].set_ylabel("test accuracy (probe)")
-    figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling", loc="outside right upper")
-    figure.savefig(path, dpi=120)
-    return True
-
-
-def plot_win_tie_loss(comparisons: pd.DataFrame, path: Path) -> bool:
-    """Each pooling against cls at the final layer: win / tie / loss after Holm, annotated with the
-    accuracy difference. Drawn only when some comparison was tested per example."""
-    final = with_labels(at_final_layer(comparisons))
-    if final["p"].notna().sum() == 0:
-        return False
-    final = final.assign(row=final["mode"] + " | " + final["task"] + " | " + final["label"],
-                         score=final["outcome"].map({"win": 1.0, "tie": 0.0, "loss": -1.0}))
-    columns = pooling_order(final["pooling"])
-    score = final.pivot(index="row", columns="pooling", values="score")[columns]
-    annotation = final.pivot(index="row", columns="pooling", values="diff")[columns].map(
-        lambda d: "" if pd.isna(d) else f"{d:+.3f}")
-    outcome_colors = {"loss": "#d55e00", "tie": "#d9d9d9", "win": "#009e73"}
-    # Wide enough for the row labels ("probe | banking77 | smollm2-135m, 2000 train"): ~0.08 in a character.
-    label_width = 0.08 * max(len(row) for row in score.index)
-    figure = Figure(figsize=(label_width + 1.5 + 1.3 * len(columns), 1.0 + 0.35 * len(score)), layout="constrained")
-    ax = figure.subplots()
-    # Scores -1, 0, 1 fall in the three equal bins of [-1.5, 1.5]; untested (NaN) cells stay blank.
-    sns.heatmap(score, ax=ax, cmap=ListedColormap(list(outcome_colors.values())), vmin=-1.5, vmax=1.5,
-                annot=annotation.to_numpy(), fmt="", cbar=False, linewidths=0.5, linecolor="white")
-    ax.set_xlabel("pooling vs cls")
-    ax.set_ylabel("")
-    handles = [Patch(color=c, label=o) for o, c in outcome_colors.items()]
-    figure.legend(handles=handles + [Patch(facecolor="white", edgecolor="grey", label="untested")],
-                  loc="outside right upper")
-    figure.savefig(path, dpi=120)
-    return True
-
-
-# ---------------------------------------------------------------- the report
 
 
 def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd.DataFrame:
@@ -330,7 +70,8 @@ def named_factor(record: Record, factor: str) -> Any:
 
 
 def failed_run_line(record: Record) -> str:
-    named = [(factor, named_factor(record, factor)) for factor in ("backbone", "task", "mode", "pooling", "layer", "seed")]
+    named = [(factor, named_factor(record, factor))
+             for factor in ("backbone", "task", "mode", "pooling", "layer", "seed")]
     what = ", ".join(f"{factor}={value}" for factor, value in named if value is not None)
     error = (record.error or "no error recorded").strip().splitlines()[-1]
     return f"- `{record.dir}` ({what}): {error}"
@@ -360,26 +101,6 @@ def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
         *(f"- produced by: {command}" for command in commands),
         f"- report written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "",
     ]
-
-
-def comparisons_for_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
-    final = sort_poolings(with_labels(at_final_layer(comparisons)), ["mode", "task", "label"])
-    return pd.DataFrame({
-        "mode": final["mode"], "task": final["task"], "backbone": final["label"], "layer": final["layer"],
-        "pooling": final["pooling"], "seeds": final["n_seeds"],
-        "acc cls": final["acc_cls"], "acc pooling": final["acc_pooling"],
-        "diff": final["diff"].map(lambda d: f"{d:+.3f}"),
-        "95% CI (examples)": [("–" if pd.isna(low) else f"[{low:+.3f}, {high:+.3f}]")
-                              for low, high in zip(final["ci_low"], final["ci_high"])],
-        "McNemar p": final["p"].map(format_p), "Holm p": final["p_holm"].map(format_p),
-        "seeds p<0.05": final["seeds_significant"], "outcome": final["outcome"],
-    })
-
-
-def across_for_markdown(across: pd.DataFrame) -> pd.DataFrame:
-    return across.assign(p=across["p"].map(format_p), p_holm=across["p_holm"].map(format_p),
-                         mean_diff=across["mean_diff"].map(lambda d: f"{d:+.3f}"),
-                         median_diff=across["median_diff"].map(lambda d: f"{d:+.3f}"))
 
 
 def write_report(collection: Collection, out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
