@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +23,7 @@ import wandb
 from omegaconf import OmegaConf
 
 from poolbench import records
-from poolbench.records import factors, run_identity, write_record
+from poolbench.records import Factors, Record, run_identity, write_record
 from poolbench.report import (
     MultirunReport,
     ReportError,
@@ -32,6 +33,7 @@ from poolbench.report import (
     mcnemar_exact,
     mean_with_ci,
     read_wandb,
+    wandb_record,
 )
 
 N_TEST = 200
@@ -45,7 +47,15 @@ RIGHT = {"cls": 100, "mean": 160, "max": 100}  # the first examples each pooling
 def run_config(backbone: str, task: str, pooling: str, seed: int, layer: int) -> dict:
     return {"backbone": {"name": backbone, "family": "encoder_mlm", "init": "pretrained"},
             "task": {"name": task, "max_train_examples": None}, "mode": {"name": "probe"},
-            "pooling": {"strategy": pooling}, "seed": seed, "layer": layer}
+            "pooling": {"name": pooling}, "seed": seed, "layer": layer}
+
+
+def run_factors(config: dict, layer: int | str, num_layers: int | None) -> Factors:
+    """The factors of a synthetic run, as the job owner names them."""
+    return Factors(backbone=config["backbone"]["name"], family=config["backbone"]["family"],
+                   init=config["backbone"]["init"], task=config["task"]["name"], mode=config["mode"]["name"],
+                   pooling=config["pooling"]["name"], layer=layer, num_layers=num_layers, seed=config["seed"],
+                   max_train_examples=config["task"]["max_train_examples"])
 
 
 def write_run(run_dir: Path, backbone: str, task: str, pooling: str, seed: int, layer: int = NUM_LAYERS) -> None:
@@ -61,12 +71,12 @@ def write_run(run_dir: Path, backbone: str, task: str, pooling: str, seed: int, 
         "probs": [[0.5, 0.5]] * N_TEST,
     })
     config = run_config(backbone, task, pooling, seed, layer)
-    write_record(run_dir, {
-        "run_id": run_identity(config), "status": "finished", "study": "synthetic",
-        "factors": factors(config, layer, NUM_LAYERS),
-        "metrics": {"test/acc": n_right / N_TEST, "test/f1": n_right / N_TEST, "n_test": N_TEST},
-        "timings": {"total_s": 1.0}, "config": config,
-    }, predictions)
+    write_record(run_dir, Record(
+        run_id=run_identity(config), status="finished", study="synthetic",
+        factors=run_factors(config, layer, NUM_LAYERS),
+        metrics={"test/acc": n_right / N_TEST, "test/f1": n_right / N_TEST, "n_test": N_TEST},
+        timings={"total_s": 1.0}, config=config,
+    ), predictions)
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +101,10 @@ def study(tmp_path_factory, fast_records) -> Path:
             write_run(sweep / f"layer2-{pooling}-{seed}", "enc-a", "t0", pooling, seed, layer=2)
     # A finished run reused by a second sweep: the same record in two places, one run.
     shutil.copytree(sweep / "enc-a-t0-cls-0", root / "sweep2" / "reused")
-    write_record(sweep / "failed", {"run_id": "failed-run", "status": "failed", "study": "synthetic",
-                                    "config": run_config("enc-b", "t3", "last", 0, NUM_LAYERS),
-                                    "error": "Traceback (most recent call last):\nRuntimeError: out of memory"})
+    failed = run_config("enc-b", "t3", "last", 0, NUM_LAYERS)
+    write_record(sweep / "failed", Record(run_id="failed-run", status="failed", study="synthetic",
+                                          factors=run_factors(failed, NUM_LAYERS, None), config=failed,
+                                          error="Traceback (most recent call last):\nRuntimeError: out of memory"))
     (sweep / "garbled").mkdir()
     (sweep / "garbled" / records.RECORD_FILE).write_text("{not json")
     (sweep / "killed" / ".hydra").mkdir(parents=True)
@@ -191,7 +202,8 @@ def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast
 
 
 def test_a_sweep_without_finished_runs_reports_nothing_and_does_not_crash(tmp_path, fast_records):
-    write_record(tmp_path / "failed", {"run_id": "x", "status": "failed", "config": {}, "error": "boom"})
+    write_record(tmp_path / "failed", Record(run_id="x", status="failed", study=None, factors=None, config={},
+                                             error="boom"))
     MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert not (tmp_path / "report" / "REPORT.md").exists()
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
@@ -201,7 +213,8 @@ def fake_wandb_run(number: int, task: str, pooling: str) -> SimpleNamespace:
     config = run_config("enc-a", task, pooling, 0, -1)
     accuracy = (RIGHT[pooling] + number) / N_TEST
     return SimpleNamespace(
-        config={**factors(config, -1, None), "config": config}, state="finished", group="synthetic",
+        config={**asdict(run_factors(config, -1, None)), "run_id": run_identity(config), "config": config},
+        id=f"wandb{number}{pooling}", state="finished", group="synthetic",
         summary_metrics={"test/acc": accuracy, "test/f1": accuracy, "_runtime": 3.0, "_wandb": {"runtime": 3}},
         path=["entity", "project", f"run{number}-{pooling}"], commit="abc1234", created_at="2026-01-01T00:00:00")
 
@@ -219,6 +232,13 @@ def test_wandb_runs_without_predictions_fall_back_to_tests_across_cells(tmp_path
     assert "mean > cls on 6 of 6 cells" in report and "Wilcoxon over cells p=0.031" in report
     assert "→ mean beats cls across cells" in report
     assert not (tmp_path / "win_tie_loss.png").exists()
+
+
+def test_a_wandb_run_keeps_the_run_id_it_logged_else_its_wandb_id():
+    run = fake_wandb_run(0, "t0", "cls")
+    assert wandb_record(run).run_id == run.config["run_id"]
+    del run.config["run_id"]
+    assert wandb_record(run).run_id == run.id
 
 
 def test_wandb_without_an_api_key_says_what_to_do(monkeypatch):
