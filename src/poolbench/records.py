@@ -120,6 +120,8 @@ class Record:
         if unknown:
             raise ValueError(f"unknown keys {unknown}")
         factors = data.get("factors")
+        if factors is not None and not isinstance(factors, dict):
+            raise ValueError(f"factors is a JSON object, not {type(factors).__name__}")
         if factors is not None:
             factors = Factors(**{name: factors.get(name) for name in FACTORS})
         return cls(**{**data, "factors": factors, "config": data.get("config") or {}, "schema": data.get("schema", 1),
@@ -156,6 +158,8 @@ def git_commit() -> str | None:
     """The commit of the poolbench checkout that ran, with '+dirty' for uncommitted changes. Read
     once per process: a sweep's code is what it imported at start, whatever is committed meanwhile."""
     repo = Path(__file__).resolve().parents[2]
+    if not (repo / "src" / "poolbench").is_dir():  # an installed copy: no checkout of ours to ask
+        return None
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()

@@ -1,0 +1,1 @@
+"""poolbench: does the [CLS] token's final state aggregate a sequence's meaning?"""

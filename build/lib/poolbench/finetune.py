@@ -1,0 +1,61 @@
+"""Fine-tuning mode: backbone -> pooling -> the shared softmax head, trained end to end with
+Lightning (`model.PoolingClassifier`, `data.TaskDataModule`). One job = one pooling of one layer.
+
+Model selection is on validation only: the checkpoint of the best validation accuracy is kept,
+and test is evaluated once, at that checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from poolbench.backbones import load_backbone
+from poolbench.config import Job
+from poolbench.data import TaskDataModule
+from poolbench.model import PoolingClassifier
+from poolbench.records import RunResult
+from poolbench.tasks import load_task
+
+
+def run(job: Job, logger: Any = None) -> list[RunResult]:
+    """Train one run; `logger` is the Lightning logger the training curves go to (None: none)."""
+    started = time.perf_counter()
+    [layer] = job.layers
+    L.seed_everything(job.seed, workers=True)
+    backbone = load_backbone(job.backbone, job.cache_dir)
+    task = load_task(job.task, job.cache_dir)
+    settings = job.mode
+    data = TaskDataModule(task, backbone, max_length=job.backbone.max_length, batch_size=settings.batch_size,
+                          seed=job.seed, max_train_examples=job.task.max_train_examples,
+                          num_workers=settings.num_workers)
+    model = PoolingClassifier(backbone.model, pooling=job.pooling, layer=layer, num_labels=task.num_labels,
+                              hidden_size=backbone.hidden_size, lr=settings.lr, weight_decay=settings.weight_decay,
+                              warmup_ratio=settings.warmup_ratio, dropout=settings.dropout)
+    checkpoints = job.output_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc", mode="max",
+                                 save_top_k=1, save_weights_only=True)
+    trainer = L.Trainer(**dataclasses.asdict(job.trainer), logger=logger or False, callbacks=[checkpoint],
+                        default_root_dir=job.output_dir)
+    trainer.fit(model, datamodule=data)
+    trained = time.perf_counter()
+    val_metrics = trainer.validate(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+    test_metrics = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+    best_epoch = int(re.search(r"epoch=(\d+)", checkpoint.best_model_path).group(1))
+    shutil.rmtree(checkpoints)  # the record keeps the predictions; weights are not needed
+    predictions = model.predictions()
+    return [RunResult(
+        layer=layer,
+        metrics={"val/acc": val_metrics["val/acc"], "val/f1": val_metrics["val/f1"],
+                 "test/acc": test_metrics["test/acc"], "test/f1": test_metrics["test/f1"],
+                 "n_test": len(predictions), "n_train": len(data.splits["train"]), "n_labels": task.num_labels},
+        selection={"epoch": best_epoch, "monitor": "val/acc"},
+        timings={"train_s": trained - started, "total_s": time.perf_counter() - started},
+        predictions=predictions,
+    )]

@@ -1,0 +1,219 @@
+"""The job owner: one Hydra job -> its runs -> their records. Every mode goes through here.
+
+A job is one (backbone, task, pooling, seed, mode) and one layer, or all layers (probe). Each of
+its layers is one run, identified by exactly what its mode reads:
+
+  1. identity: per layer, the mode's ALLOW-list of config entries (`Mode.identity`) hashed into a
+     run_id (records.run_identity). Speed knobs, logging, output paths and, for a probe, the
+     trainer it never reads are not identity, so re-launching a study on a GPU node, with more
+     workers or another encoding batch size reuses what finished.
+  2. reuse: a finished run with that id (records.find_finished) is copied, not computed.
+  3. run: the mode computes the remaining layers from a `config.Job` of plain settings and
+     returns `records.RunResult`s; this module writes them as `records.Record`s, one per layer, in
+     `<job dir>/records/<pooling>-L<layer>-s<seed>/`. A failure leaves failed records and re-raises.
+
+Only this module and cli.py see the composed Hydra config. A new mode is one entry in MODES: a
+`run(job, logger)` function and its allow-list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import wandb
+from hydra.utils import get_class
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from poolbench import finetune, probe
+from poolbench.backbones import known_facts, load_backbone
+from poolbench.config import Config, Job, Mode, absolute_layers, validate
+from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
+                               run_identity, write_record)
+
+log = logging.getLogger("poolbench")
+
+METRICS_LOGGED = ("val/acc", "val/f1", "test/acc", "test/f1")
+
+
+# ---------------------------------------------------------------------------------------------
+# What each mode reads: the allow-lists that make a run's identity
+
+def _fields(node: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(getattr(node, name), "value", getattr(node, name)) for name in names}
+
+
+# Every backbone and task setting changes what is encoded or which examples are used (name and
+# family too: they are the records' factors).
+BACKBONE_IDENTITY = ("name", "family", "source", "location", "revision", "init", "init_seed", "max_length", "dtype",
+                     "padding_side")
+TASK_IDENTITY = ("name", "source", "location", "max_train_examples", "split_seed", "subset", "revision",
+                 "text_column", "text_pair_column", "label_column", "hub_splits")
+# Not encode_batch_tokens: batch composition moves cached vectors by float rounding only.
+PROBE_IDENTITY = ("lr", "weight_decays", "max_epochs", "patience", "batch_size")
+# Not num_workers: a speed knob.
+FINETUNE_IDENTITY = ("lr", "weight_decay", "warmup_ratio", "dropout", "batch_size")
+# What changes the optimisation; not progress bars, model summaries, logging cadence, sanity checks.
+TRAINER_IDENTITY = ("accelerator", "devices", "precision", "max_epochs", "max_steps", "limit_train_batches",
+                    "limit_val_batches", "limit_test_batches", "fast_dev_run", "deterministic", "gradient_clip_val",
+                    "accumulate_grad_batches")
+
+
+def _common_identity(config: Config, layer: int | str) -> dict[str, Any]:
+    return {"mode": config.mode.name.value, "backbone": _fields(config.backbone, BACKBONE_IDENTITY),
+            "task": _fields(config.task, TASK_IDENTITY), "pooling": config.pooling.name.value, "layer": layer,
+            "seed": config.seed}
+
+
+def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
+    return {**_common_identity(config, layer), "probe": _fields(config.mode, PROBE_IDENTITY)}
+
+
+def finetune_identity(config: Config, layer: int | str) -> dict[str, Any]:
+    return {**_common_identity(config, layer), "finetune": _fields(config.mode, FINETUNE_IDENTITY),
+            "trainer": _fields(config.trainer, TRAINER_IDENTITY)}
+
+
+@dataclass(frozen=True)
+class ModeEntry:
+    run: Callable[[Job, Any], list[RunResult]]  # (job, Lightning logger or None) -> one result per layer
+    identity: Callable[[Config, int | str], dict[str, Any]]
+
+
+MODES: dict[Mode, ModeEntry] = {
+    Mode.finetune: ModeEntry(finetune.run, finetune_identity),
+    Mode.probe: ModeEntry(probe.run, probe_identity),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# From the composed config to plain settings
+
+def typed_config(cfg: DictConfig) -> Config:
+    """The composed config as the schema's dataclasses (enums as Enum members). The logger stays
+    a config node: it is built here, with Hydra's output dir."""
+    groups = {name: OmegaConf.to_object(cfg[name]) for name in ("backbone", "task", "pooling", "mode", "trainer",
+                                                                 "paths")}
+    return Config(**groups, logger=None, study=cfg.study, seed=cfg.seed, layer=cfg.layer,
+                  skip_finished=cfg.skip_finished)
+
+
+def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors:
+    return Factors(backbone=config.backbone.name, family=config.backbone.family.value,
+                   init=config.backbone.init.value, task=config.task.name, mode=config.mode.name.value,
+                   pooling=config.pooling.name.value, layer=layer, num_layers=num_layers, seed=config.seed,
+                   max_train_examples=config.task.max_train_examples)
+
+
+def backbone_depth(config: Config, cache_dir: Path) -> int:
+    """The backbone's number of layers: recorded at its first load here, else loaded once."""
+    facts = known_facts(config.backbone, cache_dir)
+    return facts["layers"] if facts is not None else load_backbone(config.backbone, cache_dir).num_layers
+
+
+def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
+    return Path(output_dir) / "records" / f"{pooling}-L{layer}-s{seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+
+def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
+    """The configured Lightning logger, or None. W&B gets every factor as a top-level config key
+    and a tag, the run ids, the full resolved config under `config`, and the study as its group."""
+    if not cfg.logger:
+        return None
+    options = OmegaConf.to_container(cfg.logger, resolve=True)
+    logger_class = get_class(options.pop("_target_"))
+    if not issubclass(logger_class, WandbLogger):
+        return logger_class(**options)
+    run_factors = {k: v for k, v in dataclasses.asdict(factors(config, config.layer, None)).items()
+                   if k != "num_layers"}
+    logger = logger_class(
+        **options,
+        name="-".join(str(run_factors[k]) for k in ("backbone", "task", "mode", "pooling", "layer", "seed")),
+        job_type=run_factors["mode"],
+        tags=[f"{k}={v}" for k, v in run_factors.items()],
+        config={**run_factors, "run_id": run_ids[0] if len(run_ids) == 1 else run_ids,
+                "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)},
+    )
+    # The dashboard's summary shows the best validation score, not the last one.
+    for metric in ("val/acc", "val/f1"):
+        logger.experiment.define_metric(metric, summary="max")
+    return logger
+
+
+def log_metrics(logger, records: list[Record]) -> None:
+    """Every layer's metrics as `L<layer>/<metric>`; a one-layer job also under the plain keys."""
+    if logger is None or not records:
+        return
+    metrics = {f"L{r.factors.layer}/{key}": r.metrics[key] for r in records for key in METRICS_LOGGED}
+    if len(records) == 1:
+        metrics.update({key: records[0].metrics[key] for key in METRICS_LOGGED})
+    logger.log_metrics(metrics)
+    logger.save()
+
+
+# ---------------------------------------------------------------------------------------------
+# The lifecycle
+
+def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
+    """One Hydra job: its records by layer, reused or computed. A failed job leaves failed records
+    (one per run it was computing, or one in `output_dir` if it failed before knowing its runs)."""
+    config = typed_config(cfg)
+    validate(config)
+    output_dir = Path(output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    mode = MODES[config.mode.name]
+    cache_dir = Path(config.paths.cache_dir).expanduser()
+    output_root = Path(config.paths.output_root)
+    pooling, seed = config.pooling.name.value, config.seed
+
+    def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:
+        write_record(directory, Record(run_id=run_identity(mode.identity(config, layer)), status="failed",
+                                       study=config.study, factors=factors(config, layer, num_layers),
+                                       config=resolved, error="".join(traceback.format_exception(error))))
+
+    try:
+        num_layers = backbone_depth(config, cache_dir)
+        layers = absolute_layers(config.layer, num_layers)
+    except Exception as error:
+        failed(error, config.layer, None, output_dir)
+        raise
+    run_ids = {layer: run_identity(mode.identity(config, layer)) for layer in layers}
+    records: dict[int, Record] = {}
+    for layer, run_id in run_ids.items():
+        if config.skip_finished and (previous := find_finished(output_root, run_id)) is not None:
+            log.info("%s L%d s%d: run %s already finished: reusing finished record %s", pooling, layer, seed, run_id,
+                     previous.dir)
+            records[layer] = reuse_record(previous, record_dir(output_dir, pooling, layer, seed))
+    todo = tuple(layer for layer in layers if layer not in records)
+    logger = make_logger(cfg, config, list(run_ids.values())) if todo else None
+    try:
+        if todo:
+            job = Job(backbone=config.backbone, task=config.task, pooling=pooling, mode=config.mode,
+                      trainer=config.trainer, seed=seed, layers=todo, cache_dir=cache_dir, output_dir=output_dir)
+            for result in mode.run(job, logger):
+                record = Record(run_id=run_ids[result.layer], status="finished", study=config.study,
+                                factors=factors(config, result.layer, num_layers),
+                                config={**resolved, "layer": result.layer}, metrics=result.metrics,
+                                selection=result.selection, timings=result.timings, features=result.features)
+                records[result.layer] = write_record(record_dir(output_dir, pooling, result.layer, seed), record,
+                                                     result.predictions)
+                register_finished(output_root, records[result.layer])
+        ordered = [records[layer] for layer in layers]
+        log_metrics(logger, ordered)
+        return ordered
+    except Exception as error:
+        for layer in todo:
+            if layer not in records:
+                failed(error, layer, num_layers, record_dir(output_dir, pooling, layer, seed))
+        raise
+    finally:
+        if isinstance(logger, WandbLogger):
+            wandb.finish()  # so the next job of a multirun starts its own W&B run

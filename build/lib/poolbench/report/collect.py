@@ -1,0 +1,195 @@
+"""Collecting what a report analyses: records read from run or sweep dirs or from W&B, each run
+counted once, the newest config of each setting and seed, and per-example predictions.
+
+Records are read through poolbench.records (Record, read_record, read_predictions) and nothing
+else; the runs table flattens them into one row per run for the statistics.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, astuple, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from poolbench.records import FACTORS, RECORD_FILE, Factors, Record, read_predictions, read_record
+from poolbench.report.naming import METRICS
+
+
+class ReportError(Exception):
+    """Nothing to report, or records that cannot be fetched; the message says what to do."""
+
+
+@dataclass
+class Collection:
+    """The records a report analyses, and what was left out and why."""
+
+    finished: list[Record]
+    failed: list[Record] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "<dir>: <reason>"
+    missing: list[str] = field(default_factory=list)  # job dirs that never wrote a record
+    duplicates: int = 0  # the same run found again (a finished run reused by a later sweep)
+    superseded: int = 0  # older runs with the same factors as a newer one but another config
+
+
+def read_local(roots: Iterable[Path]) -> tuple[list[Record], list[str], list[str]]:
+    """Records below run or sweep dirs, the record dirs that could not be read, and the Hydra job
+    dirs without any record. Walks the dirs itself rather than using records.find_records, which
+    stops at the first unreadable record."""
+    records, unreadable, missing = [], [], []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            unreadable.append(f"{root}: not a directory")
+            continue
+        for path in sorted(root.rglob(RECORD_FILE)):
+            try:
+                records.append(read_record(path.parent))
+            except (OSError, ValueError) as error:  # unreadable file, bad JSON, or not a record (the reason)
+                unreadable.append(f"{path.parent}: {error}")
+        # Every Hydra job dir holds .hydra/; one without a record below it died before writing one.
+        for hydra_dir in sorted(root.rglob(".hydra")):
+            if not any(hydra_dir.parent.rglob(RECORD_FILE)):
+                missing.append(str(hydra_dir.parent))
+    return records, unreadable, missing
+
+
+def read_wandb(project_path: str, group: str) -> list[Record]:
+    """The runs of one W&B group as records. W&B holds no per-example predictions, so these
+    records support the cell-level tests only."""
+    import wandb
+
+    try:
+        # Runs load lazily: converting them talks to the server too.
+        return [wandb_record(run) for run in wandb.Api().runs(project_path, filters={"group": group})]
+    except (wandb.errors.Error, OSError) as error:
+        raise ReportError(f"cannot read W&B project {project_path} ({error}): set WANDB_API_KEY or use local "
+                          "record dirs") from error
+
+
+def wandb_record(run: Any) -> Record:
+    """One W&B run as a record. poolbench logs each factor and the run_id as top-level config keys
+    and the resolved config under `config`. The run_id is read, never recomputed here: which config
+    entries it hashes is the modes' business (jobs.py). A run logged without one keeps W&B's own id."""
+    config = dict(run.config)
+    summary = dict(run.summary_metrics)
+    # A run that died before logging its config has no factors; its resolved config, if any, names it.
+    logged = any(factor in config for factor in FACTORS)
+    return Record(
+        run_id=config.get("run_id") or run.id,
+        status="finished" if run.state == "finished" else "failed",
+        study=getattr(run, "group", None),
+        factors=Factors(**{factor: config.get(factor) for factor in FACTORS}) if logged else None,
+        metrics={k: v for k, v in summary.items() if not k.startswith("_") and isinstance(v, (int, float))},
+        timings={"total_s": summary.get("_runtime")},
+        config=config.get("config", config),
+        versions={},
+        git_commit=getattr(run, "commit", None),
+        created=getattr(run, "created_at", None),
+        dir=f"wandb:{'/'.join(run.path)}",
+        error=None if run.state == "finished" else f"W&B state: {run.state}",
+    )
+
+
+def _setting_and_seed(record: Record) -> tuple[str, ...]:
+    return tuple(map(str, astuple(record.factors)))
+
+
+def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
+    """Finished runs, each counted once, and the failed runs that were never completed later."""
+    finished = [r for r in records if r.finished]
+    # The same run_id with the same factors is one run found twice (reuse_record copies a finished
+    # record into a later sweep). Keying on the factors too keeps distinct poolings apart should a
+    # writer ever give them one run_id.
+    unique: dict[tuple, Record] = {}
+    for record in finished:
+        unique.setdefault((record.run_id, _setting_and_seed(record)), record)
+    # Two runs with identical factors but different run_ids differ in config outside the factors
+    # (a changed learning rate, say); averaging them as seeds would mix two experiments. The newest wins.
+    newest: dict[tuple, Record] = {}
+    for record in sorted(unique.values(), key=lambda r: r.created or ""):
+        newest[_setting_and_seed(record)] = record
+    # A failed job that later finished (a re-launched sweep) is not a failure of the study.
+    finished_ids = {r.run_id for r in finished}
+    failed = {r.run_id: r for r in records if not r.finished and r.run_id not in finished_ids}
+    return Collection(list(newest.values()), list(failed.values()), list(unreadable), list(missing),
+                      duplicates=len(finished) - len(unique), superseded=len(unique) - len(newest))
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    correct: pd.Series  # bool, indexed by test example id
+    n_labels: int  # the width of the predicted distribution: the head's label count
+
+
+def read_all_predictions(records: list[Record]) -> tuple[dict[str, RunPredictions], list[str]]:
+    """Per run dir, which test examples it got right; and the runs whose predictions are absent or
+    unreadable (they enter the cell-level tests only)."""
+    predictions, unavailable = {}, []
+    for record in records:
+        if not record.predictions:
+            unavailable.append(f"{record.dir}: no predictions recorded")
+            continue
+        try:
+            frame = read_predictions(record)
+            correct = pd.Series((frame["prediction"] == frame["label"]).to_numpy(), index=frame["id"].to_numpy())
+            n_labels = len(frame["probs"].iloc[0]) if len(frame) else 0
+        except (OSError, ValueError, KeyError) as error:  # gone, not parquet, or columns missing
+            unavailable.append(f"{record.dir}: {error!r}")
+            continue
+        predictions[record.dir] = RunPredictions(correct, n_labels)
+    return predictions, unavailable
+
+
+def at_epoch_budget(record: Record) -> bool | None:
+    """Whether validation chose the last epoch the run was allowed (it may have stopped short of its
+    best); None when the record does not say."""
+    epoch = record.selection.get("epoch")
+    config = record.config
+    if epoch is None:
+        return None
+    if record.factors.mode == "finetune" and "trainer" in config:
+        return epoch == config["trainer"]["max_epochs"] - 1  # Lightning counts epochs from 0
+    if "mode" in config and "max_epochs" in config["mode"]:
+        return epoch == config["mode"]["max_epochs"]  # probe heads count from 1
+    return None
+
+
+def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) -> pd.DataFrame:
+    """One row per run: factors, metrics as recorded, timings, versions, provenance."""
+    rows = []
+    for record in records:
+        rows.append({
+            "run_id": record.run_id,
+            "study": record.study,
+            **asdict(record.factors),
+            **record.metrics,
+            "n_labels": predictions[record.dir].n_labels if record.dir in predictions else None,
+            "selected_epoch": record.selection.get("epoch"),
+            "at_epoch_budget": at_epoch_budget(record),
+            **{f"time/{k}": v for k, v in record.timings.items()},
+            **{f"version/{k}": v for k, v in record.versions.items()},
+            "git_commit": record.git_commit,
+            "created": record.created,
+            "dir": record.dir,
+        })
+    runs = pd.DataFrame(rows)
+    for metric in [*METRICS, "n_test", "n_train"]:  # read by every report, recorded or not
+        if metric not in runs:
+            runs[metric] = np.nan
+    # A null max_train_examples means the whole train split; as a string it stays a groupable key.
+    runs["max_train_examples"] = runs["max_train_examples"].map(lambda n: "all" if pd.isna(n) else str(int(n)))
+    return runs.sort_values(FACTORS).reset_index(drop=True)
+
+
+def sweep_commands(roots: Iterable[Path]) -> list[str]:
+    """The command line that launched each Hydra sweep below `roots`, read from its multirun.yaml."""
+    commands = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("multirun.yaml")):
+            overrides = OmegaConf.load(path).hydra.overrides.task
+            commands.append(f"`{shlex.join(['poolbench', '-m', *overrides])}` → `{path.parent}`")
+    return commands

@@ -1,0 +1,251 @@
+"""Records -> the study report: tables, confidence intervals, paired tests, figures, a verdict.
+
+Reads records only (poolbench.records), from run or sweep directories or from W&B, and writes
+into one output directory:
+  runs.csv          one row per analysed run: every factor, metric, timing and software version
+  summary.csv       test accuracy and F1 per setting (every factor but the seed): mean, sd, n and
+                    a 95% t-interval over seeds
+  comparisons.csv   every pooling against cls in the same cell (every factor but the pooling),
+                    seeds matched: paired bootstrap CI over test examples, exact McNemar test,
+                    Holm-adjusted p, outcome (win / tie / loss / untested)
+  across_cells.csv  per family x init x mode x pooling: Wilcoxon signed-rank test over the cells
+                    (task x backbone) at each backbone's final layer, Holm-adjusted
+  table.tex         booktabs table of test accuracy, mean ± sd, final layer, best per row in bold
+  *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
+  REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
+
+Every number and every sentence of the verdict is computed from the records; the statistics are
+in statistics.py, the sentences in verdict.py. This module puts the parts together, prints the
+summary to the console, and holds the `poolbench-report` CLI and the Hydra callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from poolbench.records import Record
+from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
+                                      runs_table, sweep_commands)
+from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_loss
+from poolbench.report.naming import values_of
+from poolbench.report.statistics import BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls, summarize
+from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_markdown, comparisons_for_markdown,
+                                     latex_table, markdown_table)
+from poolbench.report.verdict import QUESTION, caveats, verdict_lines
+
+log = logging.getLogger(__name__)
+console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
+
+
+def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"runs": ["analysed (finished)", "failed (skipped)", "unreadable record dirs (skipped)",
+                                  "job dirs without a record", "duplicates counted once",
+                                  "superseded by a newer config", "finished without per-example predictions"],
+                         "count": [len(collection.finished), len(collection.failed), len(collection.unreadable),
+                                   len(collection.missing), collection.duplicates, collection.superseded,
+                                   len(unavailable_predictions)]})
+
+
+def named_factor(record: Record, factor: str) -> Any:
+    """A factor of a failed run: from its factors, else from its resolved config (failed records of
+    schema 1 carry no factors; a job that failed early may not have known them all)."""
+    value = getattr(record.factors, factor) if record.factors is not None else None
+    if value is not None or factor in ("layer", "seed"):
+        return record.config.get(factor) if value is None else value
+    node = record.config.get(factor) or {}
+    # Configs before the pooling node was renamed called its name `strategy`.
+    return node.get("name", node.get("strategy")) if factor == "pooling" else node.get("name")
+
+
+def failed_run_line(record: Record) -> str:
+    named = [(factor, named_factor(record, factor))
+             for factor in ("backbone", "task", "mode", "pooling", "layer", "seed")]
+    what = ", ".join(f"{factor}={value}" for factor, value in named if value is not None)
+    error = (record.error or "no error recorded").strip().splitlines()[-1]
+    return f"- `{record.dir}` ({what}): {error}"
+
+
+def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
+    backbones = runs.groupby(["backbone", "family", "init"], dropna=False).agg(
+        layers=("num_layers", values_of), runs=("run_id", "size")).reset_index()
+    tasks = runs.groupby("task").agg(n_test=("n_test", values_of), labels=("n_labels", values_of),
+                                     train_examples=("n_train", values_of),  # what was trained on, not the cap
+                                     runs=("run_id", "size")).reset_index()
+    layers = runs.groupby("mode")["layer"].agg(values_of)
+    created = runs["created"].dropna()
+    return [
+        "## Setup", "",
+        f"Studies: {values_of(runs['study'])}. Modes: {values_of(runs['mode'])}. "
+        f"Poolings: {values_of(runs['pooling'])}. Seeds: {values_of(runs['seed'])}.", "",
+        "Layers (0 = embeddings) per mode: " + "; ".join(f"{mode}: {values}" for mode, values in layers.items()) + ".", "",
+        "### Backbones", "", markdown_table(backbones), "",
+        "### Tasks", "", "n_test and train_examples (the rows a run trained on: a cap such as 2000 stops at the split's size) "
+        "from the records' metrics; labels: the width of the predicted distribution.", "",
+        markdown_table(tasks), "",
+        "### Software and provenance", "",
+        *(f"- {column.removeprefix('version/')}: {values_of(runs[column])}" for column in runs if column.startswith("version/")),
+        f"- git commits: {values_of(runs['git_commit'])}",
+        f"- records created: {created.min()} to {created.max()}" if len(created) else "- records created: –",
+        *(f"- produced by: {command}" for command in commands),
+        f"- report written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "",
+    ]
+
+
+def write_report(collection: Collection, out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
+    """Analyse the collected runs and write every output into `out`; returns REPORT.md's path.
+    `commands`: how the runs and the report were produced, for the provenance section."""
+    if not collection.finished:
+        raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
+                          f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, unavailable_predictions = read_all_predictions(collection.finished)
+    runs = runs_table(collection.finished, predictions)
+    summary = summarize(runs)
+    comparisons = compare_to_cls(runs, {run_dir: run.correct for run_dir, run in predictions.items()})
+    across = across_cells(comparisons)
+    runs.to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    comparisons.to_csv(out / "comparisons.csv", index=False)
+    across.to_csv(out / "across_cells.csv", index=False)
+    mean, sd = accuracy_grid(summary)
+    (out / "table.tex").write_text(latex_table(mean, sd))
+
+    figures = {
+        "accuracy.png": "Test accuracy at each backbone's final layer, 95% t-interval over seeds.",
+        "layers.png": "Probe test accuracy per layer, 95% t-interval band over seeds.",
+        "win_tie_loss.png": "Each pooling against cls at the final layer: win / loss = significant after Holm.",
+    }
+    drawn = {
+        "accuracy.png": plot_accuracy(summary, out / "accuracy.png"),
+        "layers.png": plot_layers(summary, out / "layers.png"),
+        "win_tie_loss.png": plot_win_tie_loss(comparisons, out / "win_tie_loss.png"),
+    }
+    for name, was_drawn in drawn.items():
+        if not was_drawn:
+            (out / name).unlink(missing_ok=True)  # no stale figure from an earlier report into this dir
+    verdict = verdict_lines(across)
+    notes = caveats(runs, summary, comparisons, across, collection, unavailable_predictions)
+    studies = ", ".join(sorted(runs["study"].dropna().astype(str).unique())) or "unnamed study"
+
+    n_tests = int(comparisons["p"].notna().sum())
+    lines = [
+        f"# {title or f'poolbench report: {studies}'}", "",
+        "## The question", "", QUESTION, "",
+        "## Runs", "", markdown_table(run_counts(collection, unavailable_predictions)), "",
+    ]
+    if collection.failed:
+        lines += ["Failed runs:", "", *map(failed_run_line, collection.failed), ""]
+    if collection.unreadable:
+        lines += ["Unreadable record dirs:", "", *(f"- `{entry}`" for entry in collection.unreadable), ""]
+    if collection.missing:
+        lines += ["Job dirs without a record (killed before writing one, or still running):", "",
+                  *(f"- `{entry}`" for entry in collection.missing), ""]
+    lines += setup_section(runs, list(commands))
+    lines += [
+        "## Verdict", "",
+        f"At each backbone's final layer, each pooling against cls. A cell is one task x backbone; per-cell "
+        f"significance is the exact McNemar test on the test examples, Holm-corrected over all {n_tests} "
+        f"example-level comparisons in this report; the Wilcoxon signed-rank test over cells is Holm-corrected "
+        f"over the {int(across['p'].notna().sum())} groups below.", "",
+        *(verdict or ["No pooling could be compared with cls: no cell holds both."]), "",
+        "## Caveats", "", *([f"- {note}" for note in notes] or ["- None found in the data."]), "",
+        "## Test accuracy (%) at the final layer", "",
+        "Mean ± sd over seeds; best readout per row in bold. Every layer and setting, with 95% CIs: `summary.csv`.", "",
+        markdown_table(accuracy_cells(mean, sd, " ± ", lambda text: f"**{text}**").reset_index()
+                       .rename(columns={"label": "backbone"})), "",
+        "## Each pooling against cls at the final layer", "",
+        f"diff = accuracy(pooling) − accuracy(cls), mean over matched seeds. 95% CI: paired bootstrap over test "
+        f"examples ({BOOTSTRAP_RESAMPLES} resamples), each example's difference averaged over seeds. McNemar p: exact "
+        f"test on the examples whose seed-averaged difference is not zero (McNemar's own test for one seed); "
+        f"'seeds p<0.05' counts seeds whose own McNemar test is significant. Every layer: `comparisons.csv`.", "",
+        markdown_table(comparisons_for_markdown(comparisons)), "",
+        "## Across cells", "",
+        f"Wilcoxon signed-rank test of the per-cell differences, per family x init x mode x pooling (run with at "
+        f"least {MIN_WILCOXON_CELLS} cells). Also in `across_cells.csv`.", "",
+        markdown_table(across_for_markdown(across)), "",
+        "## Figures", "",
+    ]
+    lines += [f"![{name}]({name})\n\n{caption}\n" for name, caption in figures.items() if drawn[name]] or [
+        "No figure had data to draw.", ""]
+    lines += ["", "Table for a paper: `table.tex` (booktabs)."]
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines) + "\n")
+
+    accuracy = accuracy_cells(mean, sd, " ± ", lambda text: f"[bold]{text}[/bold]").reset_index()
+    print_to_console(collection, unavailable_predictions, accuracy.rename(columns={"label": "backbone"}), verdict,
+                     report)
+    return report
+
+
+def print_to_console(collection: Collection, unavailable_predictions: list[str], accuracy: pd.DataFrame,
+                     verdict: list[str], report: Path) -> None:
+    counts = Table(title="poolbench report")
+    counts.add_column("runs")
+    counts.add_column("count", justify="right")
+    for row in run_counts(collection, unavailable_predictions).itertuples(index=False):
+        counts.add_row(row.runs, str(row.count))
+    console.print(counts)
+    table = Table(title="test accuracy (%) at the final layer, mean ± sd over seeds (best in bold)")
+    for column in accuracy.columns:
+        table.add_column(str(column), justify="left" if column in ("mode", "task", "backbone") else "right")
+    for row in accuracy.itertuples(index=False):
+        table.add_row(*map(str, row))
+    console.print(table)
+    for line in verdict:
+        console.print(line.removeprefix("- ").replace("**", ""), markup=False)
+    console.print(f"report: {report}", markup=False)
+
+
+def build_report(roots: list[Path], out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
+    """The report of every record below `roots`, written into `out`; returns REPORT.md's path."""
+    return write_report(collect(*read_local(roots)), out, title, [*sweep_commands(roots), *commands])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poolbench-report", description="Records -> tables, tests, figures, verdict.")
+    parser.add_argument("runs", nargs="*", type=Path, help="run or sweep directories holding records")
+    parser.add_argument("--out", type=Path, required=True, help="output directory, e.g. results/<study>")
+    parser.add_argument("--title", help="the report's title (default: from the study names)")
+    parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead of (or as well as) dirs")
+    parser.add_argument("--group", metavar="STUDY", help="the W&B group (study) to read, with --from-wandb")
+    args = parser.parse_args(argv)
+    if not args.runs and not args.from_wandb:
+        parser.error("give run or sweep directories, or --from-wandb ENTITY/PROJECT --group STUDY")
+    if bool(args.from_wandb) != bool(args.group):
+        parser.error("--from-wandb and --group go together")
+    command = f"`{shlex.join(['poolbench-report', *(sys.argv[1:] if argv is None else argv)])}`"
+    try:
+        records, unreadable, missing = read_local(args.runs)
+        if args.from_wandb:
+            records += read_wandb(args.from_wandb, args.group)
+        write_report(collect(records, unreadable, missing), args.out, args.title, [*sweep_commands(args.runs), command])
+    except ReportError as error:
+        console.print(f"poolbench-report: {error}", style="red", markup=False)
+        return 1
+    return 0
+
+
+class MultirunReport(Callback):
+    """Hydra callback: when a multirun ends, write its report into `<sweep dir>/report/`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            build_report([sweep_dir], sweep_dir / "report")
+        except ReportError as error:
+            # The sweep itself is done; a sweep without a finished run has nothing to report, which
+            # is worth a warning, not a traceback after the last job.
+            log.warning("no report for %s: %s", sweep_dir, error)
