@@ -1,0 +1,257 @@
+"""Task preparation on small synthetic frames whose answers are known, so the leak-free guarantee
+is checked without any dataset package: `clean` (strip, drop empty, one copy per text, drop texts
+with two labels) and `make_disjoint` (test, then validation, keep their texts; train pays).
+
+The property tests draw texts from a tiny alphabet of letters in two cases and whitespace, so
+that texts equal up to case and whitespace, empty texts and conflicting labels happen often."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pandas.testing import assert_frame_equal
+
+from poolbench.tasks import SPLITS, RawTask, clean, make_disjoint, prepare, text_key
+
+PROPERTY = settings(max_examples=200, deadline=None)
+
+
+def frame(text, label, text_pair=None, **index) -> pd.DataFrame:
+    columns = {"text": text} if text_pair is None else {"text": text, "text_pair": text_pair}
+    return pd.DataFrame({**columns, "label": label}, **index)
+
+
+def rows(frame_: pd.DataFrame) -> list[tuple]:
+    return list(frame_.itertuples(index=False, name=None))
+
+
+def key_of(*texts: str) -> str:
+    """The documented text identity, written out: case-folded, whitespace collapsed, pair joined by a tab."""
+    return "\t".join(" ".join(t.casefold().split()) for t in texts)
+
+
+# --------------------------------------------------------------------------- strategies
+
+ALPHABET = ["a", "A", "b", "B", " ", "  ", "\t", "\n"]
+texts = st.one_of(st.lists(st.sampled_from(ALPHABET), max_size=4).map("".join), st.sampled_from([None, np.nan]))
+clean_texts = st.lists(st.sampled_from(ALPHABET), max_size=4).map("".join)
+labels = st.sampled_from(["x", "y"])
+
+
+@st.composite
+def frames(draw, text=texts, pair=None, max_size=12) -> pd.DataFrame:
+    """A frame of `text` [, `text_pair`], `label`, with a range, reversed or repeated index, and
+    string columns as loaders make them: pandas' str dtype (read_csv) or object (to_pandas)."""
+    pair = draw(st.booleans()) if pair is None else pair
+    n = draw(st.integers(0, max_size))
+    column = st.lists(text, min_size=n, max_size=n)
+    index = draw(st.sampled_from([list(range(n)), list(range(n))[::-1], [7] * n]))
+    built = frame(draw(column), draw(st.lists(labels, min_size=n, max_size=n)), draw(column) if pair else None,
+                  index=index)
+    return built.astype(draw(st.sampled_from(["str", object])))
+
+
+def reference_clean(frame_: pd.DataFrame) -> tuple[list[tuple], Counter]:
+    """`clean` as its docstring states it, row by row: kept rows (stripped, in input order) and the counts."""
+    fields = [c for c in ("text", "text_pair") if c in frame_]
+    stripped = [(tuple("" if pd.isna(t) else t.strip() for t in texts), label)
+                for *texts, label in frame_[fields + ["label"]].itertuples(index=False, name=None)]
+    non_empty = [(texts, label) for texts, label in stripped if all(texts)]
+    labels_of: dict[str, set] = {}
+    for texts, label in non_empty:
+        labels_of.setdefault(key_of(*texts), set()).add(label)
+    kept, seen, counts = [], set(), Counter(empty=len(stripped) - len(non_empty), duplicate=0, conflicting_label=0)
+    for texts, label in non_empty:
+        key = key_of(*texts)
+        if len(labels_of[key]) > 1:
+            counts["conflicting_label"] += 1
+        elif key in seen:
+            counts["duplicate"] += 1
+        else:
+            seen.add(key)
+            kept.append((*texts, label))
+    return kept, counts
+
+
+# --------------------------------------------------------------------------- clean: known frames
+
+
+def test_clean_strips_outer_whitespace_and_keeps_inner_whitespace():
+    """'  book a  flight\\n' -> 'book a  flight' and '\\tcancel it ' -> 'cancel it': only the ends are stripped."""
+    cleaned, dropped = clean(frame(["  book a  flight\n", "\tcancel it "], ["travel", "travel"]))
+    assert rows(cleaned) == [("book a  flight", "travel"), ("cancel it", "travel")]
+    assert dropped == Counter(empty=0, duplicate=0, conflicting_label=0)
+
+
+def test_clean_drops_empty_whitespace_only_and_missing_texts():
+    """'', ' ', '\\t\\n', None and NaN are 5 empty texts: only 'kept' stays, counted empty=5."""
+    cleaned, dropped = clean(frame(["", " ", "\t\n", None, np.nan, "kept"], ["a", "b", "a", "b", "a", "b"]))
+    assert rows(cleaned) == [("kept", "b")]
+    assert dropped == Counter(empty=5, duplicate=0, conflicting_label=0)
+
+
+def test_clean_keeps_the_first_copy_of_a_text_repeated_up_to_case_and_whitespace():
+    """Four spellings of 'book a flight' (case, inner and outer whitespace) keep the first, stripped;
+    'book a flights' is another text. duplicate=3."""
+    cleaned, dropped = clean(frame(["Book a flight", "book  a FLIGHT", " BOOK A\tflight ", "book a flights",
+                                    "book a\nflight"], ["travel"] * 5))
+    assert rows(cleaned) == [("Book a flight", "travel"), ("book a flights", "travel")]
+    assert dropped == Counter(empty=0, duplicate=3, conflicting_label=0)
+
+
+def test_clean_drops_every_copy_of_a_text_seen_with_two_labels():
+    """'refund please' with labels a, a, b (up to case and whitespace): all three copies go, none is kept;
+    conflicting_label=3, duplicate=0. 'other' stays."""
+    cleaned, dropped = clean(frame(["refund please", "other", "Refund please", " refund  please"], ["a", "a", "a", "b"]))
+    assert rows(cleaned) == [("other", "a")]
+    assert dropped == Counter(empty=0, duplicate=0, conflicting_label=3)
+
+
+def test_clean_counts_each_reason_exactly_on_a_mixed_frame():
+    """10 rows: 2 empty, 'hi' x3 one label (2 duplicates), 'yo' x2 two labels (2 conflicting), 3 unique kept."""
+    cleaned, dropped = clean(frame(["hi", "", "Hi ", "yo", "one", "YO", "  ", "two", "HI", "three"],
+                                   ["g", "g", "g", "g", "g", "s", "s", "g", "g", "s"]))
+    assert rows(cleaned) == [("hi", "g"), ("one", "g"), ("two", "g"), ("three", "s")]
+    assert dropped == Counter(empty=2, duplicate=2, conflicting_label=2)
+    assert 10 == len(cleaned) + sum(dropped.values())
+
+
+def test_clean_compares_pairs_as_pairs():
+    """Pairs: ('a b','c') and ('a','b c') are different pairs; ('Q ?','A') and ('q  ?',' a') the same
+    pair (one duplicate); ('same','x') vs ('same','y') differ by their second text; ('s','t') with
+    two labels conflicts; an empty second text makes the row empty."""
+    cleaned, dropped = clean(frame(["a b", "a", "Q ?", "q  ?", "same", "same", "s", "S", "lonely"],
+                                   ["1", "1", "1", "1", "1", "1", "1", "2", "1"],
+                                   text_pair=["c", "b c", "A", " a", "x", "y", "t", "T", "  "]))
+    assert rows(cleaned) == [("a b", "c", "1"), ("a", "b c", "1"), ("Q ?", "A", "1"), ("same", "x", "1"),
+                             ("same", "y", "1")]
+    assert dropped == Counter(empty=1, duplicate=1, conflicting_label=2)
+
+
+def test_clean_returns_a_fresh_range_index_and_ignores_the_input_index():
+    """A repeated input index gives the same rows as a range index, and the result is numbered 0..n-1."""
+    values = (["x", "X", "y", "", "z"], ["a", "a", "b", "a", "b"])
+    by_range, counts = clean(frame(*values))
+    repeated, repeated_counts = clean(frame(*values, index=[3, 3, 3, 3, 3]))
+    assert_frame_equal(by_range, repeated)
+    assert counts == repeated_counts and list(repeated.index) == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- clean: properties
+
+
+@PROPERTY
+@given(frames())
+def test_clean_equals_a_row_by_row_reference(raw):
+    """On random frames (single texts and pairs, missing texts, any index), clean keeps exactly the
+    rows and counts exactly the reasons that the reference written from its docstring does."""
+    expected_rows, expected_counts = reference_clean(raw)
+    cleaned, dropped = clean(raw)
+    assert rows(cleaned) == expected_rows
+    assert dropped == expected_counts
+
+
+@PROPERTY
+@given(frames())
+def test_clean_leaves_unique_non_empty_texts_taken_from_the_input_and_accounts_for_every_row(raw):
+    """After clean: no two rows share a text_key; no text is empty; every kept row is an input row
+    (stripped), in input order; no kept text had two labels in the input; and
+    len(input) == len(output) + sum(counter)."""
+    cleaned, dropped = clean(raw)
+    fields = [c for c in ("text", "text_pair") if c in raw]
+    keys = text_key(cleaned)
+    assert keys.is_unique
+    assert (cleaned[fields] != "").all(axis=None)
+    source = [(*("" if pd.isna(t) else t.strip() for t in texts), label)
+              for *texts, label in raw[fields + ["label"]].itertuples(index=False, name=None)]
+    position = 0
+    for row in rows(cleaned):  # a subsequence of the stripped input rows
+        position = source.index(row, position) + 1
+    labels_of: dict[str, set] = {}
+    for *texts, label in source:
+        if all(texts):
+            labels_of.setdefault(key_of(*texts), set()).add(label)
+    assert all(len(labels_of[key]) == 1 for key in keys)
+    assert set(dropped) == {"empty", "duplicate", "conflicting_label"} and min(dropped.values()) >= 0
+    assert len(raw) == len(cleaned) + sum(dropped.values())
+
+
+# --------------------------------------------------------------------------- make_disjoint
+
+
+def test_make_disjoint_keeps_test_then_validation_and_train_pays():
+    """test keeps 'a', 'b' (and its own repeat of 'a'); validation loses 'A' and 'b ' (in test), keeps
+    'c' and 'only val' and also 'd', which train has; train loses 'a', 'B' (test) and 'd', 'C' (validation).
+    Counter: leak_test=0, leak_validation=2, leak_train=4."""
+    splits = {
+        "train": frame(["a", "d", "train only", "B", "C"], ["t"] * 5),
+        "validation": frame(["A", "c", "b ", "only val", "d"], ["v"] * 5),
+        "test": frame(["a", "b", "a"], ["s"] * 3),
+    }
+    disjoint, dropped = make_disjoint(splits)
+    assert list(disjoint) == list(SPLITS)
+    assert_frame_equal(disjoint["test"], splits["test"])
+    assert rows(disjoint["validation"]) == [("c", "v"), ("only val", "v"), ("d", "v")]
+    assert rows(disjoint["train"]) == [("train only", "t")]
+    assert dropped == Counter(leak_test=0, leak_validation=2, leak_train=4)
+
+
+def test_make_disjoint_compares_pairs_as_pairs():
+    """A pair leaks only when both texts match (up to case and whitespace): ('q','a') in test removes
+    ('Q',' a ') from train but not ('q','b') nor ('a','q')."""
+    test = pd.DataFrame({"text": ["q"], "text_pair": ["a"], "label": ["x"]})
+    train = pd.DataFrame({"text": ["Q", "q", "a"], "text_pair": [" a ", "b", "q"], "label": ["x", "x", "x"]})
+    disjoint, dropped = make_disjoint({"train": train, "validation": test.iloc[:0], "test": test})
+    assert rows(disjoint["train"]) == [("q", "b", "x"), ("a", "q", "x")]
+    assert dropped == Counter(leak_test=0, leak_validation=0, leak_train=1)
+
+
+@st.composite
+def split_frames(draw) -> dict[str, pd.DataFrame]:
+    pair = draw(st.booleans())
+    return {split: draw(frames(text=clean_texts, pair=pair, max_size=10)) for split in SPLITS}
+
+
+@PROPERTY
+@given(split_frames())
+def test_make_disjoint_leaves_no_text_in_two_splits_and_counts_what_left(splits):
+    """On random splits: afterwards no text_key is in two splits; test is returned as given;
+    validation is exactly its rows whose text is not in test; train exactly its rows whose text is in
+    neither; the counter holds, per split, input rows minus output rows."""
+    disjoint, dropped = make_disjoint(splits)
+    keys = {split: set(text_key(disjoint[split])) for split in SPLITS}
+    assert not (keys["train"] & keys["validation"] or keys["train"] & keys["test"]
+                or keys["validation"] & keys["test"])
+    test_keys, validation_keys = set(text_key(splits["test"])), set(text_key(splits["validation"]))
+    expected = {
+        "test": splits["test"],
+        "validation": splits["validation"][~text_key(splits["validation"]).isin(test_keys)],
+        "train": splits["train"][~text_key(splits["train"]).isin(test_keys | validation_keys)],
+    }
+    for split in SPLITS:
+        assert rows(disjoint[split]) == rows(expected[split]), split
+        assert dropped[f"leak_{split}"] == len(splits[split]) - len(disjoint[split])
+    assert dropped["leak_test"] == 0
+
+
+@PROPERTY
+@given(st.builds(dict, train=frames(pair=False), validation=frames(pair=False), test=frames(pair=False)))
+def test_prepare_gives_clean_disjoint_splits_and_accounts_for_every_row(splits):
+    """prepare = clean each split, then make them disjoint: no empty text, no text twice within or
+    across splits, labels kept, and the input rows equal the output rows plus every count dropped."""
+    raw = RawTask(splits=splits, label_names=["x", "y"], dropped=Counter(loader=2))
+    prepared = prepare(raw)
+    owner: dict[str, str] = {}
+    for split in SPLITS:
+        out = prepared.splits[split]
+        assert (out["text"] != "").all() and set(out["label"]) <= {"x", "y"}
+        for key in text_key(out):
+            assert owner.setdefault(key, split) == split and key != ""
+        assert len(set(text_key(out))) == len(out)
+    n_in = sum(len(splits[split]) for split in SPLITS) + 2
+    assert n_in == sum(len(prepared.splits[split]) for split in SPLITS) + sum(prepared.dropped.values())
+    assert prepared.label_names == ["x", "y"] and min(prepared.dropped.values(), default=1) > 0
