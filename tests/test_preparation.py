@@ -1,21 +1,25 @@
 """Task preparation on small synthetic frames whose answers are known, so the leak-free guarantee
 is checked without any dataset package: `clean` (strip, drop empty, one copy per text, drop texts
-with two labels) and `make_disjoint` (test, then validation, keep their texts; train pays).
+with two labels), `make_disjoint` (test, then validation, keep their texts; train pays),
+`stratified_split` and `stratified_indices` (seeded, stratified, nothing lost).
 
 The property tests draw texts from a tiny alphabet of letters in two cases and whitespace, so
 that texts equal up to case and whitespace, empty texts and conflicting labels happen often."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from poolbench.tasks import SPLITS, RawTask, clean, make_disjoint, prepare, text_key
+from poolbench.tasks import (SPLITS, RawTask, clean, make_disjoint, prepare, stratified_indices, stratified_split,
+                             text_key)
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -255,3 +259,120 @@ def test_prepare_gives_clean_disjoint_splits_and_accounts_for_every_row(splits):
     n_in = sum(len(splits[split]) for split in SPLITS) + 2
     assert n_in == sum(len(prepared.splits[split]) for split in SPLITS) + sum(prepared.dropped.values())
     assert prepared.label_names == ["x", "y"] and min(prepared.dropped.values(), default=1) > 0
+
+
+# --------------------------------------------------------------------------- stratified_split
+
+
+def labelled(sizes: dict[str, int]) -> pd.DataFrame:
+    """Rows numbered by `id`, labels in interleaved order (not grouped), sizes per label."""
+    labels_ = [label for label, n in sizes.items() for _ in range(n)]
+    order = np.random.default_rng(123).permutation(len(labels_))
+    return pd.DataFrame({"id": np.arange(len(labels_)), "text": [f"text {i}" for i in range(len(labels_))],
+                         "label": [labels_[i] for i in order]})
+
+
+def test_stratified_split_is_seeded():
+    """The same seed gives the same three frames; seed 1 gives another test split than seed 0."""
+    data = labelled({"a": 60, "b": 30, "c": 10})
+    first, again, other = (stratified_split(data, seed) for seed in (0, 0, 1))
+    for split in SPLITS:
+        assert_frame_equal(first[split], again[split])
+    assert set(first["test"]["id"]) != set(other["test"]["id"])
+
+
+def test_stratified_split_gives_each_class_its_fractions():
+    """Classes of 10, 20 and 30 rows split 80/10/10 into exactly 8/1/1, 16/2/2 and 24/3/3."""
+    parts = stratified_split(labelled({"a": 10, "b": 20, "c": 30}), seed=4)
+    counts = {split: Counter(parts[split]["label"]) for split in SPLITS}
+    assert counts == {"train": {"a": 8, "b": 16, "c": 24}, "validation": {"a": 1, "b": 2, "c": 3},
+                      "test": {"a": 1, "b": 2, "c": 3}}
+
+
+def test_stratified_split_loses_no_row_of_a_tiny_class():
+    """Classes of 1, 2 and 3 rows: 10% of them rounds to 0, so all 6 rows are in train, none lost."""
+    data = labelled({"one": 1, "two": 2, "three": 3})
+    parts = stratified_split(data, seed=0)
+    assert sorted(parts["train"]["id"]) == list(range(6))
+    assert len(parts["validation"]) == len(parts["test"]) == 0
+
+
+@st.composite
+def split_inputs(draw):
+    sizes = draw(st.dictionaries(st.sampled_from("abcde"), st.integers(0, 40), min_size=1).filter(
+        lambda s: sum(s.values()) > 0))
+    validation = draw(st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.3, 0.5]))
+    test = draw(st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.5]).filter(lambda t: validation + t <= 1))
+    return labelled(sizes), (1 - validation - test, validation, test), draw(st.integers(0, 2**32 - 1))
+
+
+@PROPERTY
+@given(split_inputs())
+def test_stratified_split_is_a_stratified_partition(inputs):
+    """For random class sizes, fractions and seeds: every input row is in exactly one split,
+    unchanged and in input order; each class's count per split is within one example of
+    fraction x class size; the same seed gives the same split."""
+    data, fractions, seed = inputs
+    parts = stratified_split(data, seed, fractions)
+    together = pd.concat([parts[split] for split in SPLITS])
+    assert sorted(together["id"]) == list(range(len(data)))
+    assert_frame_equal(together.sort_values("id").reset_index(drop=True), data)
+    sizes = Counter(data["label"])
+    for split, fraction in zip(SPLITS, fractions):
+        assert parts[split]["id"].is_monotonic_increasing
+        counts = Counter(parts[split]["label"])
+        for label, n in sizes.items():
+            assert abs(counts[label] - fraction * n) <= 1 + 1e-9, (split, label, counts[label], fraction * n)
+    again = stratified_split(data, seed, fractions)
+    assert all(parts[split].equals(again[split]) for split in SPLITS)
+
+
+# --------------------------------------------------------------------------- stratified_indices
+
+
+@pytest.mark.parametrize(("sizes", "n", "expected"), [
+    ({"a": 5, "b": 3, "c": 2}, 4, {"a": 2, "b": 1, "c": 1}),  # quotas 2.0, 1.2, 0.8: the extra one to c (.8)
+    ({"a": 26, "b": 26, "c": 48}, 5, {"a": 1, "b": 1, "c": 3}),  # 1.3, 1.3, 2.4: c (.4); rounding would give 4 rows
+    ({"a": 36, "b": 34, "c": 30}, 7, {"a": 3, "b": 2, "c": 2}),  # 2.52, 2.38, 2.1: a (.52)
+    ({"a": 7, "b": 6, "c": 7}, 6, {"a": 2, "b": 2, "c": 2}),  # 2.1, 1.8, 2.1: b (.8), not the larger classes
+])
+def test_stratified_indices_follows_the_largest_remainder_rule(sizes, n, expected):
+    """Hand-computed largest-remainder counts per class (quota = class size x n / total; floors, then
+    one more for the largest remainders until n), and the positions are distinct, sorted, of the class."""
+    labels_ = np.array([label for label, k in sizes.items() for _ in range(k)])
+    chosen = stratified_indices(labels_, n, seed=0)
+    assert len(chosen) == n and len(set(chosen.tolist())) == n and (np.diff(chosen) > 0).all()
+    assert Counter(labels_[chosen].tolist()) == expected
+
+
+def test_stratified_indices_of_n_at_least_the_size_is_everything():
+    """n = len and n > len both give every position 0..len-1 once."""
+    labels_ = np.array(["a", "b", "a", "c"])
+    assert stratified_indices(labels_, 4, seed=1).tolist() == [0, 1, 2, 3]
+    assert stratified_indices(labels_, 9, seed=1).tolist() == [0, 1, 2, 3]
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=60), st.data())
+def test_stratified_indices_is_exact_distinct_proportional_and_seeded(labels_, data):
+    """For random labels, n and seed: exactly n distinct positions in range; each class gets floor or
+    ceil of its quota (within 1); classes that got the extra one have remainders at least as large as
+    those that did not; the same seed picks the same positions."""
+    labels_ = np.array(labels_)
+    n = data.draw(st.integers(0, len(labels_)))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    chosen = stratified_indices(labels_, n, seed)
+    assert len(chosen) == n and len(set(chosen.tolist())) == n
+    assert ((0 <= chosen) & (chosen < len(labels_))).all()
+    got = Counter(labels_[chosen].tolist())
+    sizes = Counter(labels_.tolist())
+    quota = {c: k * n / len(labels_) for c, k in sizes.items()}
+    assert all(abs(got[c] - quota[c]) < 1 for c in sizes)
+    extra = {c: got[c] - math.floor(quota[c]) for c in sizes}
+    assert set(extra.values()) <= {0, 1}
+    remainder = {c: quota[c] - math.floor(quota[c]) for c in sizes}
+    with_extra = [remainder[c] for c in sizes if extra[c]]
+    without = [remainder[c] for c in sizes if not extra[c]]
+    if with_extra and without:
+        assert min(with_extra) >= max(without) - 1e-12
+    assert stratified_indices(labels_, n, seed).tolist() == chosen.tolist()
