@@ -1,7 +1,8 @@
 """Task preparation on small synthetic frames whose answers are known, so the leak-free guarantee
 is checked without any dataset package: `clean` (strip, drop empty, one copy per text, drop texts
 with two labels), `make_disjoint` (test, then validation, keep their texts; train pays),
-`stratified_split` and `stratified_indices` (seeded, stratified, nothing lost).
+`stratified_split` and `stratified_indices` (seeded, stratified, nothing lost), and the bucket
+sampler's length (it sizes the learning-rate schedule).
 
 The property tests draw texts from a tiny alphabet of letters in two cases and whitespace, so
 that texts equal up to case and whitespace, empty texts and conflicting labels happen often."""
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
+from poolbench.data import BucketBatchSampler
 from poolbench.tasks import (SPLITS, RawTask, clean, make_disjoint, prepare, stratified_indices, stratified_split,
                              text_key)
 
@@ -376,3 +378,57 @@ def test_stratified_indices_is_exact_distinct_proportional_and_seeded(labels_, d
     if with_extra and without:
         assert min(with_extra) >= max(without) - 1e-12
     assert stratified_indices(labels_, n, seed).tolist() == chosen.tolist()
+
+
+# --------------------------------------------------------------------------- BucketBatchSampler
+
+
+def sampler(n: int, batch_size: int, batches_per_bucket: int, seed: int = 0) -> BucketBatchSampler:
+    lengths = np.random.default_rng(seed).integers(1, 60, size=n)
+    return BucketBatchSampler(lengths, batch_size, seed=seed, batches_per_bucket=batches_per_bucket)
+
+
+@pytest.mark.parametrize(("n", "batch_size", "batches_per_bucket", "expected"), [
+    (0, 8, 2, 0),  # nothing to sample
+    (5, 8, 2, 1),  # fewer examples than one batch
+    (8, 8, 2, 1),  # exactly one batch
+    (17, 8, 2, 3),  # a bucket of 16 (2 batches), then a bucket of 1
+    (37, 8, 2, 5),  # buckets 16, 16, 5: 2 + 2 + 1
+    (48, 8, 4, 6),  # less than one bucket of 32, a whole number of batches
+    (64, 8, 2, 8),  # exactly four buckets
+    (70, 8, 4, 9),  # buckets 32, 32, 6: 4 + 4 + 1
+    (100, 1, 3, 100),  # one example per batch
+])
+def test_bucket_sampler_yields_the_hand_counted_number_of_batches(n, batch_size, batches_per_bucket, expected):
+    """Hand-counted batches per epoch (each bucket of batch_size x batches_per_bucket examples is cut
+    into ceil(bucket / batch_size) batches): both __len__ and __iter__ give that number."""
+    batches = sampler(n, batch_size, batches_per_bucket)
+    assert len(batches) == expected
+    assert len(list(batches)) == expected
+
+
+@PROPERTY
+@given(st.integers(0, 400), st.integers(1, 16), st.integers(1, 8), st.integers(0, 3), st.integers(0, 3))
+def test_bucket_sampler_length_equals_its_batches_and_covers_every_index_once(n, batch_size, per_bucket, seed, epoch):
+    """For any (n, batch_size, batches_per_bucket, seed, epoch): len() equals the number of batches
+    __iter__ yields; each batch holds 1..batch_size indices; every index 0..n-1 appears exactly once."""
+    batches = sampler(n, batch_size, per_bucket, seed)
+    batches.set_epoch(epoch)
+    epoch_batches = list(batches)
+    assert len(batches) == len(epoch_batches)
+    assert all(1 <= len(batch) <= batch_size for batch in epoch_batches)
+    assert sorted(i for batch in epoch_batches for i in batch) == list(range(n))
+
+
+def test_set_epoch_changes_the_order_but_not_the_count():
+    """Epochs 0 and 1 of 200 examples: other batch order, the same 25 batches and the same indices;
+    going back to epoch 0 (or a second sampler with the same seed) repeats epoch 0 exactly."""
+    batches = sampler(200, 8, 5)
+    first = list(batches)
+    batches.set_epoch(1)
+    second = list(batches)
+    assert first != second
+    assert len(first) == len(second) == len(batches) == 25
+    assert sorted(i for b in first for i in b) == sorted(i for b in second for i in b) == list(range(200))
+    batches.set_epoch(0)
+    assert list(batches) == first == list(sampler(200, 8, 5))
