@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from poolbench.cli import CONF_DIR
-from poolbench.config import ConfigError, Strategy
+from poolbench.config import ConfigError, Strategy, absolute_layers
 
 
 def test_the_default_config_composes_and_is_typed(make_cfg):
@@ -54,8 +54,8 @@ def test_out_of_range_values_fail_before_any_work(make_cfg, override, message):
 
 
 def test_probe_mode_accepts_all_layers(make_cfg):
-    cfg = make_cfg("mode=probe", "layer=all")
-    assert cfg.mode.name.value == "probe" and cfg.layer == "all"
+    cfg = make_cfg("mode=probe", "layer=all")  # validated: no ConfigError
+    assert absolute_layers(cfg.layer, num_layers=6) == [0, 1, 2, 3, 4, 5, 6]  # the embeddings and every block
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
