@@ -99,7 +99,7 @@ def assert_padding_side_changes_nothing(backbone: Backbone, atol: float = 1e-5, 
 @pytest.mark.parametrize("name", YAMLS)
 def test_every_backbone_yaml_composes_and_documents_its_tokens(make_cfg, name):
     cfg = make_cfg(f"backbone={name}")
-    assert cfg.backbone.name == name and cfg.backbone.family is not None
+    assert cfg.backbone.name == name and not OmegaConf.is_missing(cfg.backbone, "family"), "declare the family"
     assert cfg.backbone.padding_side in ("left", "right"), "declare the padding side"
     text = (CONF_DIR / "backbone" / f"{name}.yaml").read_text()
     assert "first real token" in text and "last" in text, "say what the first and last real tokens are"
@@ -136,7 +136,12 @@ def test_small_backbones_load_and_run(load, name):
         states = forward_hidden_states(backbone.model, {**batch, "labels": torch.zeros(len(TEXTS))})
     assert len(states) == backbone.num_layers + 1
     assert all(s.shape == (len(TEXTS), batch["input_ids"].shape[1], backbone.hidden_size) for s in states)
-    assert backbone.tokenizer.pad_token is not None and backbone.weights
+    assert backbone.tokenizer.pad_token is not None
+    # What pins the weights: a tiny model's architecture and seed, or every package at the catalogue's version.
+    cfg = config(name)
+    pins = (f"tiny:{cfg.location}:seed{cfg.init_seed}" if cfg.source.value == "tiny" else
+            "package:" + "+".join(f"{p.dist}=={p.version}" for p in PACKAGED[cfg.location].packages))
+    assert backbone.weights.startswith(pins), (backbone.weights, pins)
 
 
 def test_sizes_of_the_small_packaged_backbones(load):
@@ -397,7 +402,14 @@ def test_random_init_of_a_decoder_is_seeded_and_differs_from_pretrained(load, ca
 @pytest.mark.slow
 @needs("gemma3-270m")
 def test_gemma_adds_bos_pads_left_and_pads_either_side(load, cache_dir):
-    assert PACKAGED["gemma3-270m"].locate(cache_dir).is_dir() and len(GEMMA_GGUF_SHA256) == 64
+    # The four installed pieces join into the GGUF whose checksum the converter checks.
+    gguf = "gemma-3-270m-q4_k_m.gguf"
+    digest = hashlib.sha256()
+    for i, piece in enumerate(PACKAGED["gemma3-270m"].packages[1:]):
+        digest.update((package_dir(piece.module, "") / "data" / f"{gguf}.part{i:02d}").read_bytes())
+    assert digest.hexdigest() == GEMMA_GGUF_SHA256
+    converted = PACKAGED["gemma3-270m"].locate(cache_dir)
+    assert (converted / "config.json").is_file() and not (converted / gguf).exists()  # dequantised, GGUF removed
     backbone = load("gemma3-270m")
     assert (backbone.num_layers, backbone.hidden_size) == (18, 640)
     assert backbone.tokenizer.padding_side == "left"

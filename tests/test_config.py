@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from poolbench.config import CONF_DIR, ConfigError, Pooling
+from poolbench.config import CONF_DIR, ConfigError, Pooling, absolute_layers
 
 
 def test_the_default_config_composes_and_is_typed(make_cfg):
@@ -53,8 +53,8 @@ def test_out_of_range_values_fail_before_any_work(make_cfg, override, message):
 
 
 def test_probe_mode_accepts_all_layers(make_cfg):
-    cfg = make_cfg("mode=probe", "layer=all")
-    assert cfg.mode.name.value == "probe" and cfg.layer == "all"
+    cfg = make_cfg("mode=probe", "layer=all")  # validated: no ConfigError
+    assert absolute_layers(cfg.layer, num_layers=6) == [0, 1, 2, 3, 4, 5, 6]  # the embeddings and every block
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))

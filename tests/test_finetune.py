@@ -18,7 +18,7 @@ def test_smoke_training_writes_a_complete_record(make_cfg, tmp_path):
                                     mode="finetune", pooling="cls", layer=2, num_layers=2, seed=0,
                                     max_train_examples=128)
     assert saved.metrics["n_train"] == 128
-    assert 0 <= saved.metrics["test/acc"] <= 1 and saved.config["pooling"]["name"] == "cls"
+    assert saved.config["pooling"]["name"] == "cls"
     predictions = read_predictions(saved)
     assert len(predictions) == saved.metrics["n_test"]
     assert (predictions["prediction"] == predictions["probs"].map(lambda p: p.argmax())).all()

@@ -49,8 +49,7 @@ def test_left_and_right_padding_give_the_same_vectors(rows, filler, pooling):
 def test_a_batch_equals_its_rows_one_by_one_whatever_sits_under_padding(rows, filler, side, pooling):
     pooled = pool(*padded(rows, side, filler), pooling)
     expected = torch.stack([reference(row, pooling) for row in rows])
-    torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
-    assert torch.isfinite(pooled).all()
+    torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)  # also fails on any inf or NaN from padding
 
 
 def test_max_is_right_when_every_real_state_is_very_negative():

@@ -150,10 +150,10 @@ def test_holm_matches_a_hand_calculation():
     # sorted 0.01, 0.03, 0.04 -> 3 * 0.01 = 0.03; max(0.03, 2 * 0.03) = 0.06; max(0.06, 1 * 0.04) = 0.06
     adjusted = holm(raw)
     assert adjusted.tolist() == pytest.approx([0.03, np.nan, 0.06, 0.06], nan_ok=True)
-    tested = raw.notna()
-    assert (adjusted[tested] >= raw[tested]).all()
-    order = raw[tested].sort_values().index
-    assert adjusted[order].is_monotonic_increasing
+    # sorted 0.2, 0.3, 0.45 -> 3 * 0.2 = 0.6; max(0.6, 2 * 0.3) = 0.6; max(0.6, 1 * 0.45) = 0.6 (running maximum)
+    assert holm(pd.Series([0.45, 0.2, 0.3])).tolist() == pytest.approx([0.6, 0.6, 0.6])
+    # 4 * 0.3 = 1.2: an adjusted p-value is capped at 1
+    assert holm(pd.Series([0.3, 0.3, 0.3, 0.3])).tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_one_seed_gives_no_interval_and_two_seeds_a_t_interval():
