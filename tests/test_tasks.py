@@ -15,8 +15,9 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from omegaconf import OmegaConf
 
 from poolbench import tasks
-from poolbench.tasks import (LOADERS, SPLITS, Task, TaskUnavailable, catalog_rows, load_task, next_sentence_pairs,
-                             split_sentences, subsample_train, task_configs, text_key)
+from poolbench.assets import Unavailable
+from poolbench.tasks import (LOADERS, SPLITS, Task, catalog_rows, load_task, next_sentence_pairs, split_sentences,
+                             subsample_train, task_configs, text_key)
 
 CONFIGS = {cfg.name: cfg for cfg in task_configs()}
 PACKAGED = sorted(name for name, cfg in CONFIGS.items() if cfg.source != "hub")
@@ -210,7 +211,7 @@ def test_hub_task_fails_fast_offline_naming_packaged_tasks(monkeypatch, empty_hf
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     alternatives = r"HF_HUB_OFFLINE[\s\S]*task=rotten_tomatoes[\s\S]*task=twitter_sentiment"
-    with pytest.raises(TaskUnavailable, match=alternatives):
+    with pytest.raises(Unavailable, match=alternatives):
         load_task(CONFIGS[name], cache_dir)
     assert time.perf_counter() - start < 10
 
@@ -220,7 +221,7 @@ def test_hub_task_fails_fast_when_the_hub_is_unreachable(monkeypatch, empty_hf_c
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
     start = time.perf_counter()
-    with pytest.raises(TaskUnavailable, match=r"cannot reach 127\.0\.0\.1:9[\s\S]*task=banking77"):
+    with pytest.raises(Unavailable, match=r"cannot reach 127\.0\.0\.1:9[\s\S]*task=banking77"):
         load_task(CONFIGS["sst2"], cache_dir)
     assert time.perf_counter() - start < 10
 
@@ -246,5 +247,5 @@ def test_hub_loader_maps_columns_and_splits_and_carves_validation(monkeypatch, c
     assert set(task.splits["test"]["text"]) == {f"phrase {i} of 40" for i in range(40)}
 
     hidden = OmegaConf.merge(CONFIGS["sst2"], {"hub_splits": {"train": "train", "test": "test"}})
-    with pytest.raises(TaskUnavailable, match=r"hides its labels \(-1\)"):
+    with pytest.raises(Unavailable, match=r"hides its labels \(-1\)"):
         load_task(hidden, cache_dir)

