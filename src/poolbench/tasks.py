@@ -36,9 +36,8 @@ import numpy as np
 import pandas as pd
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
-from filelock import FileLock
 
-from poolbench.assets import Package, Unavailable, hub_offline_reason
+from poolbench.assets import Package, Unavailable, build_once, hub_offline_reason
 from poolbench.config import CONF_DIR, TaskConfig
 
 SPLITS = ("train", "validation", "test")
@@ -439,20 +438,17 @@ def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
     text_fields = tuple(text_fields_of(raw.splits["train"]))
     features = Features({"id": Value("int64"), **{c: Value("string") for c in text_fields},
                          "label": ClassLabel(names=raw.label_names)})
-    directory = Path(cache_dir).expanduser() / "tasks" / f"{cfg.name}-{fingerprint}"
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(directory) + ".lock"):
-        if not directory.exists():
-            label_id = {name: i for i, name in enumerate(raw.label_names)}
-            prepared = DatasetDict({
-                split: Dataset.from_pandas(
-                    frame.assign(id=np.arange(len(frame)), label=frame["label"].map(label_id))[list(features)],
-                    features=features, preserve_index=False)
-                for split, frame in raw.splits.items()
-            })
-            tmp = directory.with_name(directory.name + ".tmp")
-            prepared.save_to_disk(str(tmp))
-            tmp.rename(directory)
+
+    def save(out: Path) -> None:
+        label_id = {name: i for i, name in enumerate(raw.label_names)}
+        DatasetDict({
+            split: Dataset.from_pandas(
+                frame.assign(id=np.arange(len(frame)), label=frame["label"].map(label_id))[list(features)],
+                features=features, preserve_index=False)
+            for split, frame in raw.splits.items()
+        }).save_to_disk(str(out))
+
+    directory = build_once(Path(cache_dir).expanduser() / "tasks" / f"{cfg.name}-{fingerprint}", save)
     return Task(name=cfg.name, splits=load_from_disk(str(directory)), label_names=raw.label_names,
                 text_fields=text_fields, fingerprint=fingerprint, dropped=dict(raw.dropped))
 
