@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import assets
 from poolbench.assets import Unavailable, build_once, package_dir
 from poolbench.backbones import PACKAGED, Backbone, catalog_rows, forward_hidden_states, load_backbone
-from poolbench.backbones.core import GEMMA_GGUF_SHA256, MPNET_ZIP_SHA256, concatenate, normalize_categorium
+from poolbench.backbones.converters import GEMMA_GGUF_SHA256, MPNET_ZIP_SHA256, concatenate, normalize_categorium
 from poolbench.config import CONF_DIR, BackboneConfig
 from poolbench.pooling import STRATEGIES, pool_all
 
