@@ -5,7 +5,7 @@
 The probe engine makes three claims about speed and one assumption about precision. This script
 checks each of them with measured numbers, in one run, and prints one table:
 
-1. Encoder overhead. `features.encode_split` adds collation, pooling of every strategy at every
+1. Encoder overhead. `features.encode_split` adds collation, pooling of every pooling at every
    layer and copies into the output arrays around the model's forward pass. Its real tokens/s are
    divided by those of a bare `model(**batch)` loop under `torch.inference_mode` over the SAME
    batches (the same `encoding_batches` plan, collated beforehand, so the bare loop is the model
@@ -23,7 +23,7 @@ checks each of them with measured numbers, in one run, and prints one table:
 4. Peak resident memory of this process (ru_maxrss), after each section: the probe holds every
    layer of a split in RAM while training, and a split's pooled vectors while encoding.
 5. bfloat16 against float32 (`backbone.dtype`): encoding tokens/s of each, how far the pooled
-   vectors move (relative L2 difference per vector at the last layer, per strategy), and whether
+   vectors move (relative L2 difference per vector at the last layer, per pooling), and whether
    the probe's test accuracy moves (seed 0, last layer, each pooling). This decides the default dtype.
 
 Timing: every timed arm is warmed up once first (on a slice of the split), repeated `--repeats`
@@ -70,7 +70,7 @@ from poolbench.cli import CONF_DIR
 from poolbench.config import validate
 from poolbench.data import sorted_batches, tokenize
 from poolbench.features import EncodeStats, encode_split, encoding_batches, encoding_plan, features_for
-from poolbench.pooling import STRATEGIES
+from poolbench.pooling import POOLINGS
 from poolbench.probe import run_probe
 from poolbench.tasks import SPLITS, load_task
 
@@ -261,7 +261,7 @@ class Sweep:
 
 
 def measure_sweep(args: argparse.Namespace, shared: Path, scratch: Path) -> Sweep:
-    jobs = [(pooling, seed) for pooling in STRATEGIES for seed in range(args.seeds)]  # Hydra's order
+    jobs = [(pooling, seed) for pooling in POOLINGS for seed in range(args.seeds)]  # Hydra's order
 
     def run_job(index: int, cache: Path, output_root: Path) -> list[dict]:
         pooling, seed = jobs[index]
@@ -304,8 +304,8 @@ DTYPES = ("float32", "bfloat16")
 @dataclass
 class DtypeResult:
     tokens_per_s: dict[str, float]  # dtype -> encode_split real tokens/s on the train split
-    rel_diff: dict[str, tuple[float, float]]  # strategy -> (max, mean) of ||bf16 - fp32|| / ||fp32||
-    test_acc: dict[str, dict[str, float]]  # dtype -> strategy -> probe test accuracy
+    rel_diff: dict[str, tuple[float, float]]  # pooling -> (max, mean) of ||bf16 - fp32|| / ||fp32||
+    test_acc: dict[str, dict[str, float]]  # dtype -> pooling -> probe test accuracy
     layer: int
 
 
@@ -331,7 +331,7 @@ def measure_dtypes(args: argparse.Namespace, shared: Path, scratch: Path) -> Dty
     test_acc: dict[str, dict[str, float]] = {dtype: {} for dtype in DTYPES}
     features = {}
     for dtype in DTYPES:
-        for pooling in STRATEGIES:
+        for pooling in POOLINGS:
             cfg = compose_cfg("mode=probe", "layer=-1", "seed=0", f"backbone={args.backbone}", f"task={args.task}",
                               f"backbone.dtype={dtype}", f"pooling={pooling}", f"paths.cache_dir={cache}",
                               f"paths.output_root={output_root}")
@@ -342,11 +342,11 @@ def measure_dtypes(args: argparse.Namespace, shared: Path, scratch: Path) -> Dty
     # Vectors: every row of every split, at the last layer, as the probe reads them.
     layer = features["float32"].num_layers
     rel_diff = {}
-    for strategy in STRATEGIES:
-        fp32, bf16 = (torch.cat([features[d].vectors(s, strategy, [layer])[0] for s in SPLITS]).double()
+    for pooling in POOLINGS:
+        fp32, bf16 = (torch.cat([features[d].vectors(s, pooling, [layer])[0] for s in SPLITS]).double()
                       for d in DTYPES)
         rel = (bf16 - fp32).norm(dim=-1) / fp32.norm(dim=-1)
-        rel_diff[strategy] = (float(rel.max()), float(rel.mean()))
+        rel_diff[pooling] = (float(rel.max()), float(rel.mean()))
     shutil.rmtree(cache)
     return DtypeResult(tokens_per_s, rel_diff, test_acc, layer)
 
@@ -417,12 +417,12 @@ def dtype_table(args: argparse.Namespace, result: DtypeResult) -> Table:
     fp32, bf16 = (result.tokens_per_s[d] for d in DTYPES)
     table = Table(title=f"5. bfloat16 vs float32 ({args.backbone}, {args.task}; vectors and probe at the last "
                         f"layer, L{result.layer}; probe seed 0)", title_justify="left")
-    for column in ("strategy", "||bf16-fp32||/||fp32|| max", "mean", "test acc fp32", "test acc bf16", "delta"):
+    for column in ("pooling", "||bf16-fp32||/||fp32|| max", "mean", "test acc fp32", "test acc bf16", "delta"):
         table.add_column(column, justify="right")
-    for strategy in STRATEGIES:
-        worst, mean = result.rel_diff[strategy]
-        acc32, acc16 = result.test_acc["float32"][strategy], result.test_acc["bfloat16"][strategy]
-        table.add_row(strategy, f"{worst:.2e}", f"{mean:.2e}", f"{acc32:.4f}", f"{acc16:.4f}", f"{acc16 - acc32:+.4f}")
+    for pooling in POOLINGS:
+        worst, mean = result.rel_diff[pooling]
+        acc32, acc16 = result.test_acc["float32"][pooling], result.test_acc["bfloat16"][pooling]
+        table.add_row(pooling, f"{worst:.2e}", f"{mean:.2e}", f"{acc32:.4f}", f"{acc16:.4f}", f"{acc16 - acc32:+.4f}")
     table.caption = (f"encoding, {args.task} train: float32 {fp32:,.0f} tokens/s, bfloat16 {bf16:,.0f} tokens/s "
                      f"(bf16/fp32 = {bf16 / fp32:.2f}x)")
     return table
@@ -431,7 +431,7 @@ def dtype_table(args: argparse.Namespace, result: DtypeResult) -> Table:
 def dtype_verdict(result: DtypeResult) -> str:
     speed = result.tokens_per_s["bfloat16"] / result.tokens_per_s["float32"]
     worst_rel = max(worst for worst, _ in result.rel_diff.values())
-    worst_acc = max(abs(result.test_acc["bfloat16"][s] - result.test_acc["float32"][s]) for s in STRATEGIES)
+    worst_acc = max(abs(result.test_acc["bfloat16"][s] - result.test_acc["float32"][s]) for s in POOLINGS)
     return (f"[bold]dtype:[/bold] bfloat16 encodes at [bold]{speed:.2f}x[/bold] float32's speed on this CPU "
             f"({torch.backends.cpu.get_cpu_capability()}); pooled vectors move by up to {worst_rel:.1%} "
             f"(last layer); probe test accuracy moves by at most [bold]{100 * worst_acc:.2f} points[/bold] (seed 0). "

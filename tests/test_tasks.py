@@ -14,9 +14,10 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 from omegaconf import OmegaConf
 
-from poolbench import tasks
-from poolbench.tasks import (LOADERS, SPLITS, Task, TaskUnavailable, catalog_rows, load_task, next_sentence_pairs,
-                             split_sentences, subsample_train, task_configs, text_key)
+from poolbench.assets import Unavailable
+from poolbench.tasks import (LOADERS, SPLITS, Task, catalog, catalog_rows, hub, load_task, next_sentence_pairs,
+                             packaged, split_sentences, subsample_train, task_configs, text_key)
+from poolbench.tasks.pairs import MAX_SENTENCE_WORDS, MIN_SENTENCE_WORDS
 
 CONFIGS = {cfg.name: cfg for cfg in task_configs()}
 PACKAGED = sorted(name for name, cfg in CONFIGS.items() if cfg.source != "hub")
@@ -34,7 +35,7 @@ UPSTREAM = {
 
 
 def _installed(name: str) -> bool:
-    package = tasks._package_of(CONFIGS[name])
+    package = catalog._package_of(CONFIGS[name])
     return package is not None and package.installed()
 
 
@@ -125,7 +126,7 @@ def test_newsgroups_texts_carry_no_label_header(load):
                                   "Newsgroup: sci.spacedocument_id: 1From: a@b", "Newsgroup:sci.spaceFrom: a@b",
                                   "From: a@b"])
 def test_newsgroup_header_variants_are_stripped(text):
-    stripped = tasks._strip_newsgroup_header(pd.Series([text]), ["sci.space", "sci.electronics"])
+    stripped = packaged._strip_newsgroup_header(pd.Series([text]), ["sci.space", "sci.electronics"])
     assert stripped[0] == "From: a@b"
 
 
@@ -138,7 +139,7 @@ def test_next_sentence_tasks_are_balanced_pairs_with_no_sentence_in_two_splits(l
         counts = Counter(frame["label"])
         assert counts[0] == counts[1] > 100, (split, counts)
         sentences = pd.concat([frame["text"], frame["text_pair"]])
-        assert sentences.str.split().str.len().between(tasks.MIN_SENTENCE_WORDS, tasks.MAX_SENTENCE_WORDS).all()
+        assert sentences.str.split().str.len().between(MIN_SENTENCE_WORDS, MAX_SENTENCE_WORDS).all()
         for key in set(text_key(sentences.to_frame("text"))):
             assert owner.setdefault(key, split) == split, f"sentence {key[:60]!r} is in {owner[key]} and {split}"
 
@@ -210,7 +211,7 @@ def test_hub_task_fails_fast_offline_naming_packaged_tasks(monkeypatch, empty_hf
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     alternatives = r"HF_HUB_OFFLINE[\s\S]*task=rotten_tomatoes[\s\S]*task=twitter_sentiment"
-    with pytest.raises(TaskUnavailable, match=alternatives):
+    with pytest.raises(Unavailable, match=alternatives):
         load_task(CONFIGS[name], cache_dir)
     assert time.perf_counter() - start < 10
 
@@ -220,7 +221,7 @@ def test_hub_task_fails_fast_when_the_hub_is_unreachable(monkeypatch, empty_hf_c
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
     start = time.perf_counter()
-    with pytest.raises(TaskUnavailable, match=r"cannot reach 127\.0\.0\.1:9[\s\S]*task=banking77"):
+    with pytest.raises(Unavailable, match=r"cannot reach 127\.0\.0\.1:9[\s\S]*task=banking77"):
         load_task(CONFIGS["sst2"], cache_dir)
     assert time.perf_counter() - start < 10
 
@@ -236,7 +237,7 @@ def _fake_glue() -> DatasetDict:
 
 def test_hub_loader_maps_columns_and_splits_and_carves_validation(monkeypatch, cache_dir):
     calls = []
-    monkeypatch.setattr(tasks, "hub_offline_reason", lambda flags: None)
+    monkeypatch.setattr(hub, "hub_offline_reason", lambda flags: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or _fake_glue())
     task = load_task(CONFIGS["sst2"], cache_dir)
     assert calls == [(("nyu-mll/glue", "sst2"), {"revision": None})]
@@ -246,5 +247,5 @@ def test_hub_loader_maps_columns_and_splits_and_carves_validation(monkeypatch, c
     assert set(task.splits["test"]["text"]) == {f"phrase {i} of 40" for i in range(40)}
 
     hidden = OmegaConf.merge(CONFIGS["sst2"], {"hub_splits": {"train": "train", "test": "test"}})
-    with pytest.raises(TaskUnavailable, match=r"hides its labels \(-1\)"):
+    with pytest.raises(Unavailable, match=r"hides its labels \(-1\)"):
         load_task(hidden, cache_dir)

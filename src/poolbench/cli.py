@@ -20,15 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench import backbones, tasks
-from poolbench.backbones import BackboneUnavailable
+from poolbench.assets import Unavailable
 from poolbench.config import CONF_DIR, ConfigError, PathsConfig, register
 from poolbench.jobs import run_job
 from poolbench.records import git_commit
-from poolbench.tasks import TaskUnavailable
 
 log = logging.getLogger("poolbench")
 # Errors whose message says what to change (a value, a package, a network): no traceback for them.
-USER_ERRORS = (ConfigError, BackboneUnavailable, TaskUnavailable)
+USER_ERRORS = (ConfigError, Unavailable)
 register()
 
 

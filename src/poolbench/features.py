@@ -48,10 +48,9 @@ import transformers
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
-from poolbench.backbones import (MODEL_INPUTS, PACKAGED, Backbone, BackboneUnavailable, build_once,
-                                 forward_hidden_states, load_backbone)
+from poolbench.assets import Unavailable, atomic_write_bytes, build_once
+from poolbench.backbones import MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone
 from poolbench.data import sorted_batches, tokenize
-from poolbench.records import atomic_write_bytes
 from poolbench.config import BackboneConfig, Source, TaskConfig
 from poolbench.pooling import POOLINGS, pool_all
 from poolbench.tasks import SPLITS, Task, load_task
@@ -353,7 +352,7 @@ def _weights_stamp(backbone_cfg: BackboneConfig, cache_dir: str | Path) -> str |
 def _lookup_path(cache_dir: str | Path, backbone_cfg: BackboneConfig, task: Task) -> Path | None:
     try:
         stamp = _weights_stamp(backbone_cfg, cache_dir)
-    except BackboneUnavailable:  # not installed: load_backbone will say how to install it
+    except Unavailable:  # not installed: load_backbone will say how to install it
         return None
     if stamp is None:
         return None

@@ -18,10 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from poolbench.assets import atomic_write_bytes
 
 # v2: run ids hash a per-mode allow-list (v1 hashed the whole config minus a deny-list, so a probe
 # job's id moved with the trainer it never reads). Records of v1 are read, never reused.
@@ -126,20 +126,6 @@ class Record:
             factors = Factors(**{name: factors.get(name) for name in FACTORS})
         return cls(**{**data, "factors": factors, "config": data.get("config") or {}, "schema": data.get("schema", 1),
                       "dir": str(directory)})
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def software_versions() -> dict[str, str]:

