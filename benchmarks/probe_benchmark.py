@@ -66,13 +66,15 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench.backbones import Backbone, load_backbone
-from poolbench.cli import CONF_DIR
-from poolbench.config import validate
+from poolbench.config import CONF_DIR, register, validate
 from poolbench.data import sorted_batches, tokenize
 from poolbench.features import EncodeStats, encode_split, encoding_batches, encoding_plan, features_for
 from poolbench.pooling import POOLINGS
-from poolbench.probe import run_probe
+from poolbench.jobs import run_job, typed_config
+from poolbench.records import Record
 from poolbench.tasks import SPLITS, load_task
+
+register()  # the config schema, as the `poolbench` entry point registers it
 
 # Piped to a file, rich would wrap at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -110,7 +112,7 @@ def compose_cfg(*overrides: str) -> DictConfig:
     """The app's config with overrides, composed and validated as the `poolbench` entry point does."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", "skip_finished=false", *overrides])
-    validate(cfg)
+    validate(typed_config(cfg))
     return cfg
 
 
@@ -154,7 +156,7 @@ def real_tokens(batches: list[dict[str, torch.Tensor]]) -> int:
 
 
 def tokenized_split(backbone: Backbone, cfg: DictConfig, split: str = "train") -> datasets.Dataset:
-    task = load_task(cfg.task, Path(cfg.paths.cache_dir).expanduser())
+    task = load_task(typed_config(cfg).task, Path(cfg.paths.cache_dir).expanduser())
     return tokenize(task, backbone.tokenizer, cfg.backbone.max_length, backbone.normalize_text)[split]
 
 
@@ -183,7 +185,7 @@ class Throughput:
 
 
 def measure_throughput(cfg: DictConfig, repeats: int) -> Throughput:
-    backbone = load_backbone(cfg.backbone, cfg.paths.cache_dir)
+    backbone = load_backbone(typed_config(cfg).backbone, cfg.paths.cache_dir)
     dataset = tokenized_split(backbone, cfg)
     model, tokenizer, max_tokens = backbone.model, backbone.tokenizer, cfg.mode.encode_batch_tokens
     # The plan encode_split will follow, collated once up front: the bare arm times the model only.
@@ -226,7 +228,7 @@ class Padding:
 
 def measure_padding(backbone_name: str, task_name: str, shared: Path, max_tokens: int) -> Padding:
     cfg = compose_cfg(f"backbone={backbone_name}", f"task={task_name}", f"paths.cache_dir={shared}")
-    backbone = load_backbone(cfg.backbone, cfg.paths.cache_dir)
+    backbone = load_backbone(typed_config(cfg).backbone, cfg.paths.cache_dir)
     lengths = np.asarray(tokenized_split(backbone, cfg)["length"])
     unsorted = [list(range(start, min(start + 32, len(lengths)))) for start in range(0, len(lengths), 32)]
     return Padding(task_name, plan=batch_stats(lengths, encoding_plan(lengths, max_tokens)),
@@ -263,20 +265,20 @@ class Sweep:
 def measure_sweep(args: argparse.Namespace, shared: Path, scratch: Path) -> Sweep:
     jobs = [(pooling, seed) for pooling in POOLINGS for seed in range(args.seeds)]  # Hydra's order
 
-    def run_job(index: int, cache: Path, output_root: Path) -> list[dict]:
+    def run_index(index: int, cache: Path, output_root: Path) -> list[Record]:
         pooling, seed = jobs[index]
         cfg = compose_cfg("mode=probe", "layer=all", f"backbone={args.backbone}", f"task={args.task}",
                           f"pooling={pooling}", f"seed={seed}", f"paths.cache_dir={cache}",
                           f"paths.output_root={output_root}")
-        return run_probe(cfg, output_root / f"{index}_pooling={pooling},seed={seed}", None)
+        return run_job(cfg, output_root / f"{index}_pooling={pooling},seed={seed}")
 
     # With the cache: one features/ directory for the whole sweep.
     cache, output_root = fresh_cache(shared, scratch / "sweep-cached"), scratch / "sweep-cached-out"
     encode_s, records = [], 0
     started = time.perf_counter()
     for index in range(len(jobs)):
-        job_records = run_job(index, cache, output_root)
-        encode_s.append(job_records[0]["timings"]["encode_s"])
+        job_records = run_index(index, cache, output_root)
+        encode_s.append(job_records[0].timings["encode_s"])
         records += len(job_records)
     cached_s = time.perf_counter() - started
     console.log(f"sweep with cache: {len(jobs)} jobs in {cached_s:.1f} s")
@@ -288,7 +290,7 @@ def measure_sweep(args: argparse.Namespace, shared: Path, scratch: Path) -> Swee
     for index in subset:
         cache = fresh_cache(shared, scratch / f"sweep-reencode-{index}")
         started = time.perf_counter()
-        run_job(index, cache, scratch / "sweep-reencode-out")
+        run_index(index, cache, scratch / "sweep-reencode-out")
         sweep.reencode_job_s.append(time.perf_counter() - started)
         console.log(f"re-encode job {index} {jobs[index]}: {sweep.reencode_job_s[-1]:.1f} s")
         shutil.rmtree(cache)
@@ -315,7 +317,7 @@ def measure_dtypes(args: argparse.Namespace, shared: Path, scratch: Path) -> Dty
     for dtype in DTYPES:
         cfg = compose_cfg("mode=probe", f"backbone={args.backbone}", f"task={args.task}",
                           f"backbone.dtype={dtype}", f"paths.cache_dir={shared}")
-        backbone = load_backbone(cfg.backbone, cfg.paths.cache_dir)
+        backbone = load_backbone(typed_config(cfg).backbone, cfg.paths.cache_dir)
         dataset = tokenized_split(backbone, cfg)
         encoders[dtype] = (lambda b=backbone, d=dataset, t=cfg.mode.encode_batch_tokens:
                            encode_split(b.model, b.tokenizer, d, t))
@@ -335,9 +337,10 @@ def measure_dtypes(args: argparse.Namespace, shared: Path, scratch: Path) -> Dty
             cfg = compose_cfg("mode=probe", "layer=-1", "seed=0", f"backbone={args.backbone}", f"task={args.task}",
                               f"backbone.dtype={dtype}", f"pooling={pooling}", f"paths.cache_dir={cache}",
                               f"paths.output_root={output_root}")
-            [record] = run_probe(cfg, output_root / f"{dtype}-{pooling}", None)
-            test_acc[dtype][pooling] = record["metrics"]["test/acc"]
-        features[dtype] = features_for(cfg)[0]  # cached by now
+            [record] = run_job(cfg, output_root / f"{dtype}-{pooling}")
+            test_acc[dtype][pooling] = record.metrics["test/acc"]
+        config = typed_config(cfg)
+        features[dtype] = features_for(config.backbone, config.task, cache, config.mode.encode_batch_tokens)[0]
 
     # Vectors: every row of every split, at the last layer, as the probe reads them.
     layer = features["float32"].num_layers
