@@ -225,8 +225,8 @@ def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], sett
     stats = fit_standardizer(train_x)
     standardize(stats, train_x, val_x)
     weight_decays = [float(wd) for wd in settings.weight_decays]
-    heads = train_heads(train_x, train_y, val_x, val_y, layers, weight_decays, num_labels, seed, settings.lr,
-                        settings.batch_size, settings.max_epochs, settings.patience)
+    heads = train_heads(train_x, train_y, val_x, val_y, layers, weight_decays, num_labels, seed=seed, lr=settings.lr,
+                        batch_size=settings.batch_size, max_epochs=settings.max_epochs, patience=settings.patience)
     del train_x
     chosen = heads.select()
     index = torch.arange(len(layers))
