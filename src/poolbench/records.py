@@ -1,8 +1,8 @@
 """One record per run: what was run, what it scored, on which examples, with which software.
 
 A record is a directory holding `record.json` and `predictions.parquet` (one row per test
-example: id, label, prediction, probs). A fine-tuning job writes one record into its Hydra
-output dir; a probe job writes one per (pooling, layer, seed) under `<output_dir>/records/`.
+example: id, label, prediction, probs). Every run (one layer of one job) has its own, in
+`<job dir>/records/<pooling>-L<layer>-s<seed>/`: one for a fine-tuning job, one per layer for a probe.
 Writes are atomic (temporary file, then rename), so a killed job never leaves a record that
 reads as finished. `Record` below is the one definition of what a record holds: the job owner
 (jobs.py) writes it, the report reads it, and nothing else does either.

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+import yaml
 
 from poolbench.records import FACTORS, RECORD_FILE, Factors, Record, read_predictions, read_record
 from poolbench.report.naming import METRICS
@@ -190,6 +190,6 @@ def sweep_commands(roots: Iterable[Path]) -> list[str]:
     commands = []
     for root in roots:
         for path in sorted(Path(root).rglob("multirun.yaml")):
-            overrides = OmegaConf.load(path).hydra.overrides.task
+            overrides = yaml.safe_load(path.read_text())["hydra"]["overrides"]["task"]
             commands.append(f"`{shlex.join(['poolbench', '-m', *overrides])}` → `{path.parent}`")
     return commands
