@@ -1,1 +1,0 @@
-"""poolbench: does the [CLS] token's final state aggregate a sequence's meaning?"""
