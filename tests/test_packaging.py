@@ -21,8 +21,10 @@ def test_an_installed_wheel_holds_the_configs_and_composes_them(tmp_path):
     [wheel] = wheels.glob("poolbench-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=600)
-    shipped = sorted(p.relative_to(site / "poolbench" / "conf") for p in (site / "poolbench" / "conf").rglob("*.yaml"))
-    in_checkout = sorted(p.relative_to(CONF_DIR) for p in CONF_DIR.rglob("*.yaml"))
+    def yamls(root: Path) -> list[Path]:  # conf/experiment is a link in the checkout: glob, not rglob
+        return sorted(p.relative_to(root) for pattern in ("*.yaml", "*/*.yaml") for p in root.glob(pattern))
+
+    shipped, in_checkout = yamls(site / "poolbench" / "conf"), yamls(CONF_DIR)
     assert shipped == in_checkout and Path("experiment/probe.yaml") in shipped
 
     def compose(pythonpath: str) -> str:
