@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+import yaml
 from omegaconf import MISSING
 
 # The Hydra config groups: one place that says where they are. Inside the package, so an installed
@@ -27,6 +28,7 @@ class Pooling(Enum):
     mean = "mean"
     max = "max"
     last = "last"
+    pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it
 
 
 class Family(Enum):
@@ -70,6 +72,9 @@ class BackboneConfig:
     dtype: Dtype = Dtype.float32
     revision: Optional[str] = None  # hub revision; part of the run identity
     padding_side: Optional[str] = None  # override the tokenizer's side ("left"/"right"); null keeps it
+    # Whether the pooler (tanh(W h_0 + b)) was trained, by next-sentence or sentence-order prediction or a
+    # supervised [CLS] objective; `pooling=pooler` is refused elsewhere (an untrained pooler is noise).
+    trained_pooler: bool = False
 
 
 @dataclass
@@ -230,11 +235,26 @@ def validate(config: Config) -> None:
             raise ConfigError(f"mode.weight_decays holds {wd}: every weight decay must be >= 0.")
     if config.backbone.padding_side not in (None, "left", "right"):
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
+    if config.pooling.name == Pooling.pooler:
+        _check_pooler(config)
     layer = config.layer
     if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
         raise ConfigError(f"layer={layer!r}: use an integer (0 = embeddings, -1 = last) or 'all'.")
     if layer == "all" and config.mode.name != Mode.probe:
         raise ConfigError("layer=all needs mode=probe: fine-tuning trains one pooling of one layer per run.")
+
+
+def _check_pooler(config: Config) -> None:
+    if not config.backbone.trained_pooler:
+        trained = sorted(path.stem for path in (CONF_DIR / "backbone").glob("*.yaml")
+                         if (yaml.safe_load(path.read_text()) or {}).get("trained_pooler"))
+        raise ConfigError(f"pooling=pooler reads BERT's pooler, tanh(W h_0 + b), which only a sentence-level objective "
+                          f"trains; backbone {config.backbone.name} has no trained pooler. Backbones that have one: "
+                          f"{', '.join(f'backbone={name}' for name in trained)} (or set backbone.trained_pooler=true "
+                          f"for a checkpoint whose pooler you know was trained).")
+    if config.layer not in ("all", -1):
+        raise ConfigError(f"layer={config.layer!r} with pooling=pooler: the pooler reads the final layer's h_0; "
+                          "use layer=-1 (or layer=all, which then means the final layer).")
 
 
 def absolute_layers(layer: int | str, num_layers: int) -> list[int]:

@@ -14,6 +14,8 @@ On disk, `<paths.cache_dir>/features/<key>/`:
                              the split as the task stores it (not the length-sorted order)
   <split>-labels.npy         int64 [n_examples]
   <split>-ids.npy            int64 [n_examples], the task's example ids
+  pooler.npz                 the backbone's pooler weights (pooling=pooler: tanh(W h_0 + b) of the
+                             cached final-layer cls vectors), added when a job first needs them
 One .npy per (split, pooling) because (1) it is written in place through a memory map while
 encoding, so a split never has to sit in RAM four times over, and (2) a job reads only its own
 pooling, and only the layers it needs, through a memory map. Layers lead the shape, so one
@@ -34,6 +36,7 @@ id without a pinned commit can move).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
@@ -52,7 +55,7 @@ from poolbench.assets import Unavailable, atomic_write_bytes, build_once
 from poolbench.backbones import MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone
 from poolbench.data import sorted_batches, tokenize
 from poolbench.config import BackboneConfig, Source, TaskConfig
-from poolbench.pooling import POOLINGS, pool_all
+from poolbench.pooling import POOLINGS, pool_all, pooler
 from poolbench.tasks import SPLITS, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 # v1: pool_all of every hidden state of `backbones.forward_hidden_states` (positions counted over real tokens).
 POOLING_VERSION = 1
 MANIFEST = "manifest.json"
+POOLER_FILE = "pooler.npz"  # the pooler weights, for pooling=pooler (added on first use)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,8 +169,10 @@ class FeatureSet:
                 rows: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
         """float32 [len(layers), len(rows), hidden] (default: all layers 0..num_layers, all rows),
         copied into RAM layer by layer from the memory map."""
+        if pooling == "pooler":
+            return self._pooler_vectors(split, layers, rows)
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {[*POOLINGS, 'pooler']}")
         array = self._array(split, pooling)
         layers = range(self.num_layers + 1) if layers is None else list(layers)
         bad = [layer for layer in layers if not 0 <= layer <= self.num_layers]
@@ -177,6 +183,17 @@ class FeatureSet:
         for i, layer in enumerate(layers):
             out[i] = array[layer] if rows is None else array[layer][np.asarray(rows)]
         return torch.from_numpy(out)
+
+    def _pooler_vectors(self, split: str, layers: Sequence[int] | None, rows) -> torch.Tensor:
+        """tanh(W h_0 + b) of the cached final-layer `cls` vectors: no forward pass."""
+        if layers is None or list(layers) != [self.num_layers]:
+            raise ValueError(f"the pooler reads the final layer ({self.num_layers}) only, not layers {layers}")
+        if not (self.directory / POOLER_FILE).exists():
+            raise FileNotFoundError(f"{self.directory} holds no {POOLER_FILE}: get it with features_for(..., "
+                                    "with_pooler=True)")
+        with np.load(self.directory / POOLER_FILE) as weights:
+            weight, bias = torch.from_numpy(weights["weight"]), torch.from_numpy(weights["bias"])
+        return pooler(self.vectors(split, "cls", layers, rows)[0], weight, bias).unsqueeze(0)
 
     def labels(self, split: str) -> torch.Tensor:
         return torch.from_numpy(np.array(self._array(split, "labels"), dtype=np.int64))
@@ -270,6 +287,18 @@ def encode_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dat
     return out or {}, stats
 
 
+def write_pooler(directory: Path, model: PreTrainedModel) -> None:
+    """The backbone's pooler weights (`pooler.dense`), beside its cached vectors; Unavailable when
+    the model has none (decoders, encoders loaded without a pooling layer)."""
+    dense = getattr(getattr(model, "pooler", None), "dense", None)
+    if dense is None:
+        raise Unavailable(f"{type(model).__name__} has no pooler (pooler.dense): pooling=pooler needs a BERT-style "
+                          "encoder whose pooler was trained.")
+    buffer = io.BytesIO()
+    np.savez(buffer, weight=dense.weight.detach().float().numpy(), bias=dense.bias.detach().float().numpy())
+    atomic_write_bytes(Path(directory) / POOLER_FILE, buffer.getvalue())
+
+
 def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max_tokens: int,
                  identity: dict[str, Any], key: str) -> dict[str, Any]:
     started = time.perf_counter()
@@ -361,10 +390,8 @@ def _lookup_path(cache_dir: str | Path, backbone_cfg: BackboneConfig, task: Task
     return features_root(cache_dir) / "lookup" / f"{_digest(lookup)}.json"
 
 
-def features_for(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: str | Path, encode_batch_tokens: int
-                 ) -> tuple[FeatureSet, float]:
-    """The cached features of (backbone, task), encoded on first use. Returns them and the seconds
-    spent encoding in this call (0 when cached)."""
+def _cached_features(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: str | Path,
+                     encode_batch_tokens: int) -> tuple[FeatureSet, float]:
     task = load_task(task_cfg, Path(cache_dir).expanduser())
     lookup = _lookup_path(cache_dir, backbone_cfg, task)
     if lookup is not None and lookup.exists():
@@ -375,4 +402,15 @@ def features_for(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: 
     found, encode_s = ensure_features(backbone, task, backbone_cfg, encode_batch_tokens, cache_dir)
     if lookup is not None:
         atomic_write_bytes(lookup, json.dumps({"key": found.key}).encode())
+    return found, encode_s
+
+
+def features_for(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: str | Path, encode_batch_tokens: int,
+                 with_pooler: bool = False) -> tuple[FeatureSet, float]:
+    """The cached features of (backbone, task), encoded on first use, and with the backbone's
+    pooler weights when asked (added to an entry that lacks them). Returns them and the seconds
+    spent encoding in this call (0 when cached)."""
+    found, encode_s = _cached_features(backbone_cfg, task_cfg, cache_dir, encode_batch_tokens)
+    if with_pooler and not (found.directory / POOLER_FILE).exists():
+        write_pooler(found.directory, load_backbone(backbone_cfg, cache_dir).model)
     return found, encode_s

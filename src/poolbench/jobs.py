@@ -181,7 +181,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
 
     try:
         num_layers = backbone_depth(config, cache_dir)
-        layers = absolute_layers(config.layer, num_layers)
+        # The pooler reads the final layer only (validate refused any other layer).
+        layers = [num_layers] if pooling == "pooler" else absolute_layers(config.layer, num_layers)
     except Exception as error:
         failed(error, config.layer, None, output_dir)
         raise

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from poolbench.backbones import forward_hidden_states
-from poolbench.pooling import pool
+from poolbench.pooling import pool, pooler
 
 
 class PoolingClassifier(L.LightningModule):
@@ -38,6 +38,9 @@ class PoolingClassifier(L.LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         # hidden_states[0] is the embedding output, hidden_states[-1] the last block's (final norm included).
         states = forward_hidden_states(self.backbone, batch)[self.hparams.layer]
+        if self.hparams.pooling == "pooler":  # fine-tuned with the backbone, as BERT's classifiers do
+            dense = self.backbone.pooler.dense
+            return self.head(pooler(pool(states, batch["attention_mask"], "cls"), dense.weight, dense.bias))
         return self.head(pool(states, batch["attention_mask"], self.hparams.pooling))
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:

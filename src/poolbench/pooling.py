@@ -101,3 +101,12 @@ def pool_all(hidden_states: Tensor, attention_mask: Tensor) -> dict[str, Tensor]
     """Every pooling at once, validating the mask once: what the probe's feature cache stores."""
     mask = check_inputs(hidden_states, attention_mask)
     return {name: pool_one(hidden_states, mask) for name, pool_one in _POOL.items()}
+
+
+def pooler(h0: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """BERT's pooler, tanh(W h_0 + b): the vector next-sentence (and sentence-order) prediction is
+    trained on. `h0` [batch, hidden] is the `cls` pooling of the FINAL layer (the first real token,
+    so left padding is handled once, here as everywhere); `weight` [hidden, hidden] and `bias` are the
+    backbone's `pooler.dense`. Not one of POOLINGS: it needs those weights, not only token states."""
+    return torch.tanh(torch.nn.functional.linear(h0.float(), weight.float(), bias.float()))
+
