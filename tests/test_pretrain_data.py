@@ -272,3 +272,14 @@ def test_sop_bbc_task_is_balanced_and_never_shares_a_document_across_splits():
     for frame in raw.splits.values():
         counts = Counter(frame["label"])
         assert counts["in_order"] == counts["swapped"] > 100
+
+
+def test_tokenized_documents_survive_the_cache_round_trip(synthetic, tmp_path):
+    """Known answer: saved and loaded, the same sentences' ids in the same documents, the same special ids."""
+    tokenized = synthetic[2]
+    tokenized.save(tmp_path / "tokens.npz")
+    loaded = TokenizedDocuments.load(tmp_path / "tokens.npz")
+    assert (loaded.cls_id, loaded.sep_id, loaded.mask_id, loaded.pad_id, loaded.vocab_size, loaded.special_ids) == (
+        tokenized.cls_id, tokenized.sep_id, tokenized.mask_id, tokenized.pad_id, tokenized.vocab_size,
+        tokenized.special_ids)
+    assert [[s.tolist() for s in d] for d in loaded.documents] == [[s.tolist() for s in d] for d in tokenized.documents]

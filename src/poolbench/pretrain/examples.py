@@ -31,6 +31,7 @@ Feed a `PretrainingExamples` to a DataLoader WITHOUT shuffling: the order is the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -55,6 +56,25 @@ class TokenizedDocuments:
     pad_id: int
     vocab_size: int
     special_ids: tuple[int, ...]
+
+    def save(self, path: Path) -> None:
+        """One flat array of ids with sentence and document boundaries, and the ids (np.savez)."""
+        sentences = [s for document in self.documents for s in document]
+        np.savez(path, ids=np.concatenate(sentences) if sentences else np.zeros(0, np.int64),
+                 sentence_ends=np.cumsum([len(s) for s in sentences]),
+                 document_ends=np.cumsum([len(d) for d in self.documents]),
+                 special=np.asarray([self.cls_id, self.sep_id, self.mask_id, self.pad_id, self.vocab_size]),
+                 special_ids=np.asarray(self.special_ids))
+
+    @classmethod
+    def load(cls, path: Path) -> "TokenizedDocuments":
+        arrays = np.load(path)
+        sentences = np.split(arrays["ids"].astype(np.int64), arrays["sentence_ends"][:-1])
+        documents = [sentences[start:end] for start, end in
+                     zip(np.r_[0, arrays["document_ends"][:-1]], arrays["document_ends"])]
+        cls_id, sep_id, mask_id, pad_id, vocab_size = (int(v) for v in arrays["special"])
+        return cls(documents, cls_id, sep_id, mask_id, pad_id, vocab_size,
+                   tuple(int(v) for v in arrays["special_ids"]))
 
     @classmethod
     def from_tokenizer(cls, documents: Sequence[list[str]], tokenizer) -> "TokenizedDocuments":
@@ -210,6 +230,28 @@ def collate(examples: Sequence[dict[str, torch.Tensor]], pad_id: int = PAD_ID) -
             batch[key][row, :len(example[key])] = example[key]
     batch["sentence_label"] = torch.stack([e["sentence_label"] for e in examples])
     return batch
+
+
+def arm_examples(arm: str, seed: int, seq_len: int = DEFAULT_SEQ_LEN, epoch: int = 0, held_out: bool = False,
+                 vocab_size: int | None = None, cache_dir=None) -> PretrainingExamples:
+    """An arm's examples on the packaged corpus with its tokenizer, each built once and cached
+    (corpus, tokenizer, and the tokenized documents: <cache root>/pretrain/tokens-<fingerprint>-
+    <vocab size>-<pretrain|held_out>/). `held_out=True`: the held-out documents, for intrinsic evaluation."""
+    from poolbench.assets import build_once, cache_root
+    from poolbench.pretrain.corpus import load_corpus
+    from poolbench.pretrain.tokenizer import DEFAULT_VOCAB_SIZE, load_tokenizer
+
+    corpus, vocab_size = load_corpus(cache_dir), vocab_size or DEFAULT_VOCAB_SIZE
+    part = "held_out" if held_out else "pretrain"
+
+    def tokenize(out: Path) -> None:
+        tokenizer = load_tokenizer(corpus, vocab_size, cache_dir)
+        documents = corpus.held_out if held_out else corpus.documents
+        TokenizedDocuments.from_tokenizer(documents, tokenizer).save(out / "tokens.npz")
+
+    directory = build_once(cache_root(cache_dir) / "pretrain" / f"tokens-{corpus.fingerprint}-{vocab_size}-{part}",
+                           tokenize)
+    return PretrainingExamples(TokenizedDocuments.load(directory / "tokens.npz"), arm, seed, seq_len, epoch)
 
 
 def epochs_seen(steps: int, batch_size: int, examples_per_epoch: int) -> float:

@@ -38,8 +38,9 @@ def train_wordpiece(documents: Iterable[list[str]], vocab_size: int, out: Path) 
     model.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True,
                                                   lowercase=True)
     model.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=MIN_FREQUENCY, special_tokens=SPECIAL_TOKENS,
-                                        limit_alphabet=LIMIT_ALPHABET, continuing_subword_prefix="##")
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=MIN_FREQUENCY,
+                                        special_tokens=SPECIAL_TOKENS, limit_alphabet=LIMIT_ALPHABET,
+                                        continuing_subword_prefix="##")
     model.train_from_iterator(_sentences(documents), trainer)
     # BertTokenizerFast rebuilds BERT's normaliser, pre-tokenizer, post-processor and decoder around the vocabulary.
     tokenizer = BertTokenizerFast(vocab=model.get_vocab(), do_lower_case=True, strip_accents=True,
