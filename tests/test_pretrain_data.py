@@ -283,3 +283,15 @@ def test_tokenized_documents_survive_the_cache_round_trip(synthetic, tmp_path):
         tokenized.cls_id, tokenized.sep_id, tokenized.mask_id, tokenized.pad_id, tokenized.vocab_size,
         tokenized.special_ids)
     assert [[s.tolist() for s in d] for d in loaded.documents] == [[s.tolist() for s in d] for d in tokenized.documents]
+
+
+def test_sequence_length_does_not_tell_next_from_random(arms):
+    """Known answer: a random B' is filled up to the budget as the true B is, so next and random
+    pairs have the same mean length (within 1 token) and the same share of full-length sequences (within 3%)."""
+    lengths = {0: [], 1: []}
+    for i in range(N_EXAMPLES):
+        example = arms["mlm_nsp"][i]
+        lengths[int(example["sentence_label"])].append(len(example["input_ids"]))
+    mean = {label: np.mean(values) for label, values in lengths.items()}
+    full = {label: np.mean(np.asarray(values) == SEQ_LEN) for label, values in lengths.items()}
+    assert abs(mean[0] - mean[1]) < 1 and abs(full[0] - full[1]) < 0.03, (mean, full)

@@ -5,13 +5,17 @@ The arms differ ONLY in how the two segments are laid out and in the sentence lo
   mlm_pairs  [CLS] A [SEP] B' [SEP]       B' = B (half) or a segment of ANOTHER document; no sentence label
   mlm_nsp    the same inputs as mlm_pairs, sentence_label 1 = next (B' = B), 0 = random
   mlm_sop    [CLS] A [SEP] B [SEP] label 1 (in order) or [CLS] B [SEP] A [SEP] label 0 (swapped)
-Token types: 0 for [CLS] <first> [SEP], 1 for <second> [SEP] (all 0 for mlm).
+Token types: 0 for [CLS] <first> [SEP], 1 for <second> [SEP] (all 0 for mlm). mlm holds the same
+content tokens as the other arms, so its sequences are one [SEP] shorter.
 
 The plan (`build_plan`, seeded by (seed, epoch), independent of the arm): each document's sentences
 are grouped into chunks of at least the token budget (seq_len - 3) and at least two sentences;
 each chunk is cut at a seeded sentence boundary into A and B; chunks are put in a seeded order;
-exactly half (ceil) of the slots are `is_next` (NSP next, SOP in order), the others get a B' from a
-chunk of another document. Index i is the same slot in every arm. A pair over budget is truncated
+exactly half (ceil) of the slots are `is_next` (NSP next, SOP in order), the others get a B' from
+another document: from the first sentence of another chunk's B (so never a document's first
+sentence, like B), preferably one with as much text left in its document as the true B holds;
+its sentences fill the budget when A and B do, else hold about as many tokens as B (`_fill`): the
+sequence length tells next from random as little as whole sentences allow. Index i is the same slot in every arm. A pair over budget is truncated
 token by token from the longer segment, A from its front and B from its back, so the tokens at
 the A|B junction stay adjacent.
 
@@ -43,6 +47,7 @@ MASK_RATE = 0.15
 MASK_TOKEN_SHARE, RANDOM_TOKEN_SHARE = 0.8, 0.1  # of the masked tokens; the rest stay unchanged
 IGNORE_INDEX = -100
 PAD_ID = 0  # tokenizer.SPECIAL_TOKENS puts [PAD] first
+RANDOM_SEGMENT_TRIES = 20  # draws for a random B' start with enough text left (else the last draw)
 
 
 @dataclass
@@ -125,14 +130,37 @@ def build_plan(documents: list[list[np.ndarray]], seq_len: int, seed: int, epoch
         raise ValueError("pretraining needs at least two documents with two sentences or more.")
     chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     is_next = rng.permutation(len(chunks)) < (len(chunks) + 1) // 2
+    ends = [np.cumsum([0] + [len(s) for s in sentences]) for sentences in documents]  # tokens before sentence i
     slots = []
     for (d, a, b), positive in zip(chunks, is_next):
         other, other_b = d, b
         if not positive:
+            need = int(ends[d][b[1]] - ends[d][b[0]])
+            for _ in range(RANDOM_SEGMENT_TRIES):  # prefer a start with as much text left as B holds
+                other, _, other_b = chunks[int(rng.integers(len(chunks)))]
+                if other != d and ends[other][-1] - ends[other][other_b[0]] >= need:
+                    break
             while other == d:
                 other, _, other_b = chunks[int(rng.integers(len(chunks)))]
+            # a full positive (A + B over budget) gets a B' that fills the budget; a short one (the end of
+            # its document) a B' about as long as its B
+            room = seq_len - 3 - int(ends[d][a[1]] - ends[d][a[0]])
+            other_b = _fill(documents[other], other_b[0], min(need, room), room)
         slots.append(Slot(d, a, b, bool(positive), other, other_b))
     return slots
+
+
+def _fill(sentences: list[np.ndarray], start: int, need: int, room: int) -> tuple[int, int]:
+    """From sentence `start` on (at least that one), whole sentences holding `need` tokens: at least
+    that many when `need` fills the `room`, else the count nearest to it that stays below the room;
+    fewer at the document's end."""
+    end, length = start + 1, len(sentences[start])
+    while end < len(sentences):
+        longer = length + len(sentences[end])
+        if not (length < need if need >= room else abs(longer - need) < abs(length - need) and longer < room):
+            break
+        length, end = longer, end + 1
+    return start, end
 
 
 def truncate_pair(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
