@@ -5,6 +5,7 @@ sop_* evaluation tasks are balanced, split by document, and swap real consecutiv
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 
@@ -271,7 +272,8 @@ def test_sop_pairs_are_balanced_consecutive_or_swapped_and_split_by_document():
 
 def test_sop_bbc_task_is_balanced_and_never_shares_a_document_across_splits():
     """Known answer: real sop_bbc (as LOADERS builds it): each split half in_order, half swapped,
-    every article in one split only."""
+    every article in one split only, each pair two consecutive sentences of its article (reversed
+    when swapped)."""
     cfg = next(cfg for cfg in task_configs() if cfg.name == "sop_bbc")
     try:
         raw = LOADERS[cfg.source](cfg)
@@ -280,9 +282,16 @@ def test_sop_bbc_task_is_balanced_and_never_shares_a_document_across_splits():
     documents = {split: set(frame["document"]) for split, frame in raw.splits.items()}
     assert not (documents["train"] & documents["validation"] or documents["train"] & documents["test"]
                 or documents["validation"] & documents["test"])
+    articles = prepare(PACKAGED_LOADERS["bbc_news"](next(c for c in corpus_sources() if c.name == "bbc_news")))
+    sentences_of = {hashlib.sha1(normal_form(text).encode()).hexdigest()[:12]: split_sentences(text)
+                    for frame in articles.splits.values() for text in frame["text"]}
     for frame in raw.splits.values():
         counts = Counter(frame["label"])
         assert counts["in_order"] == counts["swapped"] > 100
+        for text, pair, label, document in frame[["text", "text_pair", "label", "document"]].itertuples(index=False):
+            first, second = (text, pair) if label == "in_order" else (pair, text)
+            sentences = sentences_of[document]
+            assert any(sentences[i:i + 2] == [first, second] for i in range(len(sentences) - 1))
 
 
 def test_tokenized_documents_survive_the_cache_round_trip(synthetic, tmp_path):
