@@ -97,12 +97,15 @@ def test_arms_share_the_plan_tokens_and_masks(arms):
 
 def test_data_order_is_the_same_for_every_arm_and_follows_the_seed(synthetic, arms):
     """Known answer: one plan for all arms (same slots in the same order); another seed, another order;
-    the same seed rebuilt, the same examples."""
+    the same seed rebuilt, the same examples; the next epoch, as many slots, re-planned; 10 steps of
+    50 over 250 examples are 2 epochs."""
     tokenized = synthetic[2]
     assert len({tuple(arms[arm].slots) for arm in ARMS}) == 1
     assert PretrainingExamples(tokenized, "mlm", seed=8, seq_len=SEQ_LEN).slots != arms["mlm"].slots
     again = PretrainingExamples(tokenized, "mlm_sop", seed=7, seq_len=SEQ_LEN)
     assert all(torch.equal(again[i]["input_ids"], arms["mlm_sop"][i]["input_ids"]) for i in range(20))
+    next_epoch = PretrainingExamples(tokenized, "mlm", seed=7, seq_len=SEQ_LEN, epoch=1)
+    assert len(next_epoch) == len(arms["mlm"]) and next_epoch.slots != arms["mlm"].slots
     assert epochs_seen(steps=10, batch_size=50, examples_per_epoch=250) == 2
 
 
