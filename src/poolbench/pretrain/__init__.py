@@ -1,0 +1,8 @@
+"""Pretraining data for the next-sentence ablation: small BERTs pretrained from scratch on the
+packaged documents, arms differing only in how segments are built and in the sentence loss.
+
+  corpus.py     the pretraining corpus: training documents of the packaged multi-sentence sources,
+                none of whose text is in any evaluation split; a held-out slice for intrinsic evaluation
+  tokenizer.py  a WordPiece tokenizer trained on the corpus, saved for AutoTokenizer
+  examples.py   the arms' examples (mlm, mlm_pairs, mlm_nsp, mlm_sop) from one seeded plan, and collate
+"""
