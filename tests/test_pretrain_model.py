@@ -1,0 +1,249 @@
+"""The pretraining model and its cached, resumable build (poolbench.pretrain.model / .recipe), on a
+tiny BERT, a 64-token vocabulary and synthetic batches in the data contract.
+
+The synthetic corpus: [CLS] A [SEP] B [SEP] [PAD]..., A and B each one random token repeated
+(t, t, ...), so a masked token is its neighbours' token; B starts with KEY iff sentence_label = 1,
+so the sentence label is decodable from h_0 (B's first token is never masked).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lightning.pytorch.loggers import Logger
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+from transformers import BertForPreTraining, BertModel, BertTokenizerFast
+
+from poolbench.pretrain.model import PretrainingModule
+from poolbench.pretrain.recipe import BuildInterrupted, Recipe, build_pretrained, pretrained_dir, work_dir
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = 64
+FIRST, KEY = len(SPECIALS), 10  # first ordinary id; B starts with KEY iff label 1
+SEGMENT, SEQ_LEN, MASKED = 7, 20, 4  # tokens per segment; padded length; mask slots (the last one padding)
+B_START = 1 + SEGMENT + 1  # position of B's first token
+
+
+def _run(start: int, length: int) -> list[int]:
+    return [FIRST + start % (VOCAB - FIRST)] * length
+
+
+def make_rows(n: int, generator: torch.Generator) -> list[tuple[list[int], int]]:
+    """(token ids of [CLS] A [SEP] B [SEP], sentence label) rows of the synthetic corpus."""
+    rows = []
+    for _ in range(n):
+        a = _run(int(torch.randint(0, VOCAB, (), generator=generator)), SEGMENT)
+        label = int(torch.randint(0, 2, (), generator=generator))
+        b = _run(int(torch.randint(0, VOCAB, (), generator=generator)), SEGMENT)
+        if label == 1:
+            b = [KEY] + _run(KEY - FIRST + 1, SEGMENT - 1)
+        elif b[0] == KEY:
+            b = _run(KEY - FIRST + 1, SEGMENT)
+        rows.append(([2, *a, 3, *b, 3], label))
+    return rows
+
+
+def collate(rows: list[tuple[list[int], int]], sentence: bool = True) -> dict[str, torch.Tensor]:
+    """A batch in the data contract; masks MASKED - 1 random positions of each row (the global torch
+    RNG: a build must make this reproducible) and leaves the last mask slot as padding."""
+    n = len(rows)
+    input_ids = torch.zeros(n, SEQ_LEN, dtype=torch.long)
+    token_type_ids = torch.zeros_like(input_ids)
+    attention_mask = torch.zeros_like(input_ids)
+    positions = torch.zeros(n, MASKED, dtype=torch.long)
+    labels = torch.full((n, MASKED), -100, dtype=torch.long)
+    maskable = [p for p in range(1, 2 * SEGMENT + 2) if p not in (SEGMENT + 1, B_START)]
+    for i, (ids, _) in enumerate(rows):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        attention_mask[i, :len(ids)] = 1
+        token_type_ids[i, SEGMENT + 2:len(ids)] = 1
+        chosen = sorted(maskable[j] for j in torch.randperm(len(maskable))[:MASKED - 1].tolist())
+        positions[i, :MASKED - 1] = torch.tensor(chosen)
+        labels[i, :MASKED - 1] = input_ids[i, chosen]
+        input_ids[i, chosen] = 4
+    sentence_label = torch.tensor([label for _, label in rows]) if sentence else torch.full((n,), -100)
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+            "mlm_positions": positions, "mlm_labels": labels, "sentence_label": sentence_label}
+
+
+def make_batches_of(n_rows: int, batch_size: int, sentence: bool = True):
+    """A make_batches: a shuffling DataLoader over a fixed synthetic corpus, masking in collate."""
+    rows = make_rows(n_rows, torch.Generator().manual_seed(123))
+    return lambda: DataLoader(rows, batch_size=batch_size, shuffle=True, drop_last=True,
+                              collate_fn=lambda r: collate(r, sentence))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: a tiny model gains nothing from two, and loses much on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tokenizer")
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIALS + [f"t{i}" for i in range(FIRST, VOCAB)]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(directory)
+    return directory
+
+
+def recipe(**changes) -> Recipe:
+    fields = dict(arm="mlm_nsp", size="tiny", vocab_size=VOCAB, seq_len=SEQ_LEN, steps=8, batch_size=16, lr=1e-3,
+                  warmup=0.1, seed=0, corpus="synthetic-v1")
+    return Recipe(**{**fields, **changes})
+
+
+def module_for(sentence_loss: bool, seed: int = 0) -> PretrainingModule:
+    torch.manual_seed(seed)
+    model = BertForPreTraining(recipe().bert_config())
+    return PretrainingModule(model, sentence_loss=sentence_loss, lr=1e-3, weight_decay=0.01, warmup_ratio=0.1,
+                             total_steps=10, step_seed=seed)
+
+
+# ------------------------------------------------------------------------------------- the loss
+
+
+def test_losses_equal_hf_bert_for_pretraining():
+    """Known answer: HF's own loss on the same weights and batch, with `labels` = -100 everywhere
+    but the masked positions. The MLM part (HF total - HF's NSP cross-entropy) equals ours to 1e-5
+    (the padded mask slot, position 0 with label -100, must not count); with next_sentence_label
+    the totals are equal to 1e-5."""
+    module = module_for(sentence_loss=True).eval()
+    batch = collate(make_rows(8, torch.Generator().manual_seed(1)))
+    ours = module.losses(batch)
+    labels = torch.full_like(batch["input_ids"], -100)
+    for i in range(len(labels)):
+        valid = batch["mlm_labels"][i] != -100
+        labels[i, batch["mlm_positions"][i][valid]] = batch["mlm_labels"][i][valid]
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    with torch.no_grad():
+        hf = module.model(**inputs, labels=labels, next_sentence_label=batch["sentence_label"])
+    hf_nsp = torch.nn.functional.cross_entropy(hf.seq_relationship_logits, batch["sentence_label"])
+    assert int(ours["mlm_count"]) == 8 * (MASKED - 1)
+    torch.testing.assert_close(ours["mlm_loss"], hf.loss - hf_nsp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours["loss"], hf.loss, atol=1e-5, rtol=0)
+
+
+def test_arm_without_sentence_loss_gives_pooler_and_sentence_head_no_gradient():
+    """Known answer: an MLM-only arm never runs the sentence head, so the pooler's and
+    seq_relationship's gradients are exactly zero (None), while the encoder's are not."""
+    module = module_for(sentence_loss=False)
+    batch = collate(make_rows(8, torch.Generator().manual_seed(2)), sentence=False)
+    module.losses(batch)["loss"].backward()
+    heads = [*module.model.bert.pooler.parameters(), *module.model.cls.seq_relationship.parameters()]
+    assert all(p.grad is None or not p.grad.any() for p in heads)
+    assert module.model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------- the build
+
+
+class StepsLogger(Logger):
+    """Records the steps it is asked to log at: which steps a (resumed) build trained."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[int] = []
+
+    name = property(lambda self: "steps")
+    version = property(lambda self: 0)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        self.steps.append(step)
+
+
+@pytest.fixture(scope="module")
+def learned(tokenizer_dir, tmp_path_factory):
+    """A 150-step mlm_nsp build of the synthetic corpus (checkpoints kept): (recipe, directory, cache)."""
+    cache = tmp_path_factory.mktemp("cache")
+    r = recipe(steps=150, batch_size=32, lr=3e-3)
+    directory = build_pretrained(r, make_batches_of(1024, 32), tokenizer_dir, cache, checkpoint_every=50,
+                                 deterministic=True, keep_work=True)
+    return r, directory, cache
+
+
+def test_tiny_pretraining_learns_mlm_and_the_sentence_task(learned):
+    """Known answer: on held-out synthetic rows, ~100 steps (150) bring the MLM loss from about ln(64) = 4.2
+    (the same recipe's initial weights) to below half of it, and the sentence head, which has to
+    read B's first token through h_0, well above chance (> 0.75; chance is 0.5)."""
+    r, directory, _ = learned
+    torch.manual_seed(0)  # the masking
+    batch = collate(make_rows(256, torch.Generator().manual_seed(99)))
+    torch.manual_seed(r.seed)
+    initial = PretrainingModule(BertForPreTraining(r.bert_config()), sentence_loss=True, lr=0, weight_decay=0,
+                                warmup_ratio=0, total_steps=1, step_seed=0).eval()
+    trained = PretrainingModule(BertForPreTraining.from_pretrained(directory), sentence_loss=True, lr=0,
+                                weight_decay=0, warmup_ratio=0, total_steps=1, step_seed=0).eval()
+    with torch.no_grad():
+        before, after = initial.losses(batch), trained.losses(batch)
+    print(f"mlm loss {float(before['mlm_loss']):.3f} -> {float(after['mlm_loss']):.3f}, "
+          f"sentence acc {float(after['sentence_correct'] / after['sentence_count']):.3f}")
+    assert float(before["mlm_loss"]) > 3.5
+    assert float(after["mlm_loss"]) < 0.5 * float(before["mlm_loss"])
+    assert float(after["sentence_correct"] / after["sentence_count"]) > 0.75
+    intrinsic = json.loads((directory / "intrinsic.json").read_text())
+    assert "train/mlm_acc" in intrinsic["train"]
+
+
+def test_built_directory_loads_as_bert_model_and_bert_for_pretraining(learned, tokenizer_dir):
+    """Known answer: the directory is a complete HF BERT: BertModel and BertForPreTraining load it
+    with no missing weights, its pooler equals the trained one (the final checkpoint's), which is
+    not the initial one, and the tokenizer and recipe.json are beside it."""
+    r, directory, cache = learned
+    model, info = BertModel.from_pretrained(directory, output_loading_info=True)
+    assert info["missing_keys"] == [] or info["missing_keys"] == set()
+    full, info = BertForPreTraining.from_pretrained(directory, output_loading_info=True)
+    assert not info["missing_keys"]
+    state = torch.load(work_dir(r, cache) / "last.ckpt", weights_only=False)["state_dict"]
+    trained_pooler = state["model.bert.pooler.dense.weight"]
+    torch.testing.assert_close(model.pooler.dense.weight, trained_pooler, atol=0, rtol=0)
+    torch.testing.assert_close(full.bert.pooler.dense.weight, trained_pooler, atol=0, rtol=0)
+    torch.manual_seed(r.seed)
+    assert not torch.equal(BertForPreTraining(r.bert_config()).bert.pooler.dense.weight, trained_pooler)
+    assert json.loads((directory / "recipe.json").read_text())["key"] == r.key()
+    assert BertTokenizerFast.from_pretrained(directory).vocab == BertTokenizerFast.from_pretrained(tokenizer_dir).vocab
+
+
+def test_resumed_build_equals_uninterrupted_build(tokenizer_dir, tmp_path):
+    """Known answer: the same weights, exactly (CPU, deterministic). A build stopped at step 4 of 8
+    (the kill) publishes nothing and leaves last.ckpt; the next build resumes there (it trains and
+    logs only steps >= 4) and ends where an uninterrupted 8-step build ends. Dropout is on and the
+    loader shuffles and masks at random, so this holds only if both are functions of the step."""
+    r, make_batches = recipe(steps=8), make_batches_of(128, 16)
+    whole = build_pretrained(r, make_batches, tokenizer_dir, tmp_path / "a", checkpoint_every=4, deterministic=True)
+    with pytest.raises(BuildInterrupted):
+        build_pretrained(r, make_batches, tokenizer_dir, tmp_path / "b", checkpoint_every=4, stop_after=4,
+                         deterministic=True)
+    assert not pretrained_dir(r, tmp_path / "b").exists() and (work_dir(r, tmp_path / "b") / "last.ckpt").exists()
+    steps = StepsLogger()
+    resumed = build_pretrained(r, make_batches, tokenizer_dir, tmp_path / "b", checkpoint_every=4, logger=steps,
+                               deterministic=True, log_every_n_steps=1)
+    assert steps.steps and min(steps.steps) >= 4
+    assert not work_dir(r, tmp_path / "b").exists()  # removed once published
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_recipe_key_changes_with_every_field():
+    """Known answer: the key is a hash of every field, so changing any one changes it, and equal
+    recipes share it; the directory name is <arm>-<size>-<key>."""
+    base = recipe()
+    changed = [recipe(arm="mlm"), recipe(size="mini"), recipe(vocab_size=65), recipe(seq_len=21), recipe(steps=9),
+               recipe(batch_size=8), recipe(lr=2e-3), recipe(warmup=0.2), recipe(seed=1), recipe(corpus="other"),
+               recipe(weight_decay=0.0), recipe(grad_clip=0.5), recipe(precision="bf16-mixed")]
+    assert len({base.key(), *(c.key() for c in changed)}) == len(changed) + 1
+    assert recipe().key() == base.key() and base.name == f"mlm_nsp-tiny-{base.key()}"
+    assert recipe(size="medium").bert_config().num_hidden_layers == 8
+    assert recipe(size="small").bert_config().intermediate_size == 2048
