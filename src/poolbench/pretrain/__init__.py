@@ -1,8 +1,12 @@
-"""Pretraining data for the next-sentence ablation: small BERTs pretrained from scratch on the
-packaged documents, arms differing only in how segments are built and in the sentence loss.
+"""Pretraining for the next-sentence ablation: small BERTs pretrained from scratch on the packaged
+documents, arms differing only in how segments are built and in the sentence loss.
 
   corpus.py     the pretraining corpus: training documents of the packaged multi-sentence sources,
                 none of whose text is in any evaluation split; a held-out slice for intrinsic evaluation
   tokenizer.py  a WordPiece tokenizer trained on the corpus, saved for AutoTokenizer
   examples.py   the arms' examples (mlm, mlm_pairs, mlm_nsp, mlm_sop) from one seeded plan, and collate
+  model.py      BertForPreTraining with MLM at masked positions only and the sentence loss through the pooler
+  recipe.py     a Recipe (arm, size, data, optimisation, seed) and the cached, resumable build it names
+
+Not yet wired to the job owner: no Hydra entry builds a recipe, and no backbone source loads one.
 """
