@@ -247,3 +247,31 @@ def test_recipe_key_changes_with_every_field():
     assert recipe().key() == base.key() and base.name == f"mlm_nsp-tiny-{base.key()}"
     assert recipe(size="medium").bert_config().num_hidden_layers == 8
     assert recipe(size="small").bert_config().intermediate_size == 2048
+
+
+@pytest.mark.slow
+def test_a_recipe_on_the_packaged_corpus_builds_a_backbone_that_loads_and_probes(cache_dir, make_cfg, tmp_path):
+    """End to end on real data: a 3-step mlm_nsp build of the packaged corpus loads as
+    `backbone.source=pretrained` (2 layers, H=128: BERT-tiny's shape, its pooler kept), a missing
+    recipe is a clear Unavailable, and a probe job reads its trained pooler."""
+    from poolbench.assets import Unavailable
+    from poolbench.backbones import load_backbone
+    from poolbench.config import BackboneConfig, Family, Source
+    from poolbench.jobs import run_job
+    from poolbench.pretrain.build import build_backbone, recipe_for
+
+    recipe = recipe_for("mlm_nsp", "tiny", steps=3, seed=0, batch_size=4, cache_dir=cache_dir)
+    directory = build_backbone(recipe, cache_dir, deterministic=True, log_every_n_steps=1)
+    assert directory.name == recipe.name and (directory / "recipe.json").exists()
+    config = BackboneConfig(name="nsp-tiny", source=Source.pretrained, location=recipe.name, family=Family.encoder_nsp,
+                            trained_pooler=True)
+    backbone = load_backbone(config, cache_dir)
+    assert (backbone.num_layers, backbone.hidden_size) == (2, 128) and backbone.model.pooler is not None
+    with pytest.raises(Unavailable, match="no pretrained backbone"):
+        load_backbone(BackboneConfig(name="x", source=Source.pretrained, location="mlm-tiny-000000000000",
+                                     family=Family.encoder_mlm), cache_dir)
+    overrides = ["mode=probe", "task=mcid", "pooling=pooler", "logger=none", "mode.max_epochs=2",
+                 "backbone=tiny-bert", "backbone.name=nsp-tiny", "backbone.source=pretrained",
+                 f"backbone.location={recipe.name}", "backbone.trained_pooler=true"]
+    [record] = run_job(make_cfg(*overrides), tmp_path / "probe")
+    assert record.factors.layer == 2 and record.metrics["n_test"] == 331

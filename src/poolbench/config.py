@@ -48,6 +48,7 @@ class Source(Enum):
     local = "local"  # a directory saved by save_pretrained
     hub = "hub"  # a Hugging Face hub id (needs internet or a warm HF cache)
     tiny = "tiny"  # a tiny random architecture built from a config, for tests
+    pretrained = "pretrained"  # pretrained here from a recipe (poolbench.pretrain); location = the recipe's name
 
 
 class Dtype(Enum):

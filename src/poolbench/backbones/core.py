@@ -194,6 +194,14 @@ def _resolve(cfg: BackboneConfig, cache_dir: str | Path | None) -> _Resolved:
                 "save_pretrained (model + tokenizer)."
             )
         return _Resolved(directory, {}, _files_checksum(directory, _WEIGHT_FILES))
+    if cfg.source == Source.pretrained:
+        directory = cache_root(cache_dir) / "pretrained" / cfg.location
+        if not (directory / "config.json").exists():
+            raise Unavailable(
+                f"backbone.location={cfg.location!r}: no pretrained backbone at {directory}. Build it first with "
+                "poolbench.pretrain.build.build_backbone(recipe); its name is <arm>-<size>-<recipe key>."
+            )
+        return _Resolved(directory, {}, "pretrained:" + cfg.location)  # the recipe key pins the weights
     # Source.hub: offline, read only the local HF cache (fails at once when the model is not there).
     return _Resolved(cfg.location, {"revision": cfg.revision, "local_files_only": hub_offline_reason() is not None}, "hub")
 

@@ -8,5 +8,7 @@ documents, arms differing only in how segments are built and in the sentence los
   model.py      BertForPreTraining with MLM at masked positions only and the sentence loss through the pooler
   recipe.py     a Recipe (arm, size, data, optimisation, seed) and the cached, resumable build it names
 
-Not yet wired to the job owner: no Hydra entry builds a recipe, and no backbone source loads one.
+build.py      one recipe -> a backbone in the cache, loaded as backbone.source=pretrained location=<recipe.name>
+
+Not yet wired to the job owner: no Hydra entry or study builds the arms; a missing recipe is not built on demand.
 """
