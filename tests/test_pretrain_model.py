@@ -259,6 +259,8 @@ def test_a_recipe_on_the_packaged_corpus_builds_a_backbone_that_loads_and_probes
     from poolbench.config import BackboneConfig, Family, Source
     from poolbench.jobs import run_job
     from poolbench.pretrain.build import build_backbone, recipe_for
+    from poolbench.pretrain.examples import arm_examples, collate
+    from poolbench.pretrain.intrinsic import intrinsic_scores
 
     recipe = recipe_for("mlm_nsp", "tiny", steps=3, seed=0, batch_size=4, cache_dir=cache_dir)
     directory = build_backbone(recipe, cache_dir, deterministic=True, log_every_n_steps=1)
@@ -270,6 +272,18 @@ def test_a_recipe_on_the_packaged_corpus_builds_a_backbone_that_loads_and_probes
     with pytest.raises(Unavailable, match="no pretrained backbone"):
         load_backbone(BackboneConfig(name="x", source=Source.pretrained, location="mlm-tiny-000000000000",
                                      family=Family.encoder_mlm), cache_dir)
+    # Intrinsic scores on held-out documents, against HF's own prediction logits on the same batch.
+    scores = intrinsic_scores(directory, recipe, cache_dir, max_examples=16, batch_size=16)
+    batch = collate([arm_examples("mlm_nsp", 0, held_out=True, cache_dir=cache_dir)[i] for i in range(16)])
+    hf = BertForPreTraining.from_pretrained(directory).eval()
+    with torch.inference_mode():
+        out = hf(**{k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")})
+    picked = out.prediction_logits.gather(1, batch["mlm_positions"].unsqueeze(-1).expand(-1, -1, hf.config.vocab_size))
+    real = batch["mlm_labels"] != -100
+    assert scores["mlm_acc"] == pytest.approx(float((picked.argmax(-1) == batch["mlm_labels"])[real].float().mean()))
+    nsp = (out.seq_relationship_logits.argmax(-1) == batch["sentence_label"]).float().mean()
+    assert scores["nsp_acc"] == pytest.approx(float(nsp)) and scores["sop_acc"] is None
+    assert json.loads((directory / "intrinsic.json").read_text())["held_out"] == scores
     overrides = ["mode=probe", "task=mcid", "pooling=pooler", "logger=none", "mode.max_epochs=2",
                  "backbone=tiny-bert", "backbone.name=nsp-tiny", "backbone.source=pretrained",
                  f"backbone.location={recipe.name}", "backbone.trained_pooler=true"]
