@@ -31,7 +31,7 @@ install: $(INSTALLED)
 study: $(INSTALLED)
 	$(BIN)/poolbench -m experiment=default
 
-# Everything, slow tests included (about 6 minutes on 2 CPU cores after install).
+# Everything, slow tests included (about 7 minutes on 2 CPU cores after install).
 test: $(INSTALLED)
 	$(BIN)/pytest
 
