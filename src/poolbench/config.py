@@ -202,6 +202,12 @@ class ConfigError(ValueError):
     """A config value is out of range; the message names the key, the value and what is allowed."""
 
 
+def plain_fields(node: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields of a schema dataclass as plain values (enums as their strings): what the
+    run identity and the feature cache key hash."""
+    return {name: getattr(getattr(node, name), "value", getattr(node, name)) for name in names}
+
+
 def _value(config: Config, key: str) -> Any:
     """The value at a dotted key, or None where the chosen mode has no such key."""
     node: Any = config

@@ -14,8 +14,8 @@ On disk, `<paths.cache_dir>/features/<key>/`:
                              the split as the task stores it (not the length-sorted order)
   <split>-labels.npy         int64 [n_examples]
   <split>-ids.npy            int64 [n_examples], the task's example ids
-  pooler.npz                 the backbone's pooler weights (pooling=pooler: tanh(W h_0 + b) of the
-                             cached final-layer cls vectors), added when a job first needs them
+  pooler.npz                 the backbone's pooler weights, where it has one (pooling=pooler: tanh(W h_0 + b)
+                             of the cached final-layer cls vectors); added to older entries on first use
 One .npy per (split, pooling) because (1) it is written in place through a memory map while
 encoding, so a split never has to sit in RAM four times over, and (2) a job reads only its own
 pooling, and only the layers it needs, through a memory map. Layers lead the shape, so one
@@ -54,7 +54,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTok
 from poolbench.assets import Unavailable, atomic_write_bytes, build_once
 from poolbench.backbones import MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone
 from poolbench.data import sorted_batches, tokenize
-from poolbench.config import BackboneConfig, Source, TaskConfig
+from poolbench.config import BackboneConfig, Source, TaskConfig, plain_fields
 from poolbench.pooling import POOLINGS, pool_all, pooler
 from poolbench.tasks import SPLITS, Task, load_task
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 # v1: pool_all of every hidden state of `backbones.forward_hidden_states` (positions counted over real tokens).
 POOLING_VERSION = 1
 MANIFEST = "manifest.json"
-POOLER_FILE = "pooler.npz"  # the pooler weights, for pooling=pooler (added on first use)
+POOLER_FILE = "pooler.npz"  # the pooler weights, for pooling=pooler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +76,8 @@ def _digest(obj: Any, n: int = 16) -> str:
 
 def _backbone_fields(backbone: BackboneConfig) -> dict[str, Any]:
     """The backbone settings that change vectors (family is a label for tables; it cannot)."""
-    fields = ("name", "source", "location", "revision", "init", "init_seed", "max_length", "dtype", "padding_side")
-    return {k: getattr(getattr(backbone, k), "value", getattr(backbone, k)) for k in fields}
+    return plain_fields(backbone, ("name", "source", "location", "revision", "init", "init_seed", "max_length",
+                                   "dtype", "padding_side"))
 
 
 def _software() -> dict[str, str]:
@@ -287,10 +287,15 @@ def encode_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dat
     return out or {}, stats
 
 
+def pooler_dense(model: PreTrainedModel) -> torch.nn.Linear | None:
+    """A BERT-style pooler's linear layer; None for models without one (decoders, MPNet, ...)."""
+    return getattr(getattr(model, "pooler", None), "dense", None)
+
+
 def write_pooler(directory: Path, model: PreTrainedModel) -> None:
     """The backbone's pooler weights (`pooler.dense`), beside its cached vectors; Unavailable when
     the model has none (decoders, encoders loaded without a pooling layer)."""
-    dense = getattr(getattr(model, "pooler", None), "dense", None)
+    dense = pooler_dense(model)
     if dense is None:
         raise Unavailable(f"{type(model).__name__} has no pooler (pooler.dense): pooling=pooler needs a BERT-style "
                           "encoder whose pooler was trained.")
@@ -322,6 +327,8 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
         total.add(stats)
         log.info("encoded %s/%s: %d examples, %d batches, padding efficiency %.3f", task.name, split,
                  len(dataset), stats.batches, stats.padding_efficiency)
+    if pooler_dense(backbone.model) is not None:
+        write_pooler(tmp, backbone.model)  # here, while the model is loaded: pooling=pooler needs no second load
     encode_s = time.perf_counter() - started
     return {
         "key": key,

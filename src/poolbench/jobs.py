@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, probe
 from poolbench.backbones import known_facts, load_backbone
-from poolbench.config import Config, Job, Mode, absolute_layers, validate
+from poolbench.config import Config, Job, Mode, absolute_layers, plain_fields, validate
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
 
@@ -43,10 +43,6 @@ METRICS_LOGGED = ("val/acc", "val/f1", "test/acc", "test/f1")
 
 # ---------------------------------------------------------------------------------------------
 # What each mode reads: the allow-lists that make a run's identity
-
-def _fields(node: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(getattr(node, name), "value", getattr(node, name)) for name in names}
-
 
 # Every backbone and task setting changes what is encoded or which examples are used (name and
 # family too: they are the records' factors).
@@ -65,18 +61,18 @@ TRAINER_IDENTITY = ("accelerator", "devices", "precision", "max_epochs", "max_st
 
 
 def _common_identity(config: Config, layer: int | str) -> dict[str, Any]:
-    return {"mode": config.mode.name.value, "backbone": _fields(config.backbone, BACKBONE_IDENTITY),
-            "task": _fields(config.task, TASK_IDENTITY), "pooling": config.pooling.name.value, "layer": layer,
+    return {"mode": config.mode.name.value, "backbone": plain_fields(config.backbone, BACKBONE_IDENTITY),
+            "task": plain_fields(config.task, TASK_IDENTITY), "pooling": config.pooling.name.value, "layer": layer,
             "seed": config.seed}
 
 
 def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
-    return {**_common_identity(config, layer), "probe": _fields(config.mode, PROBE_IDENTITY)}
+    return {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
 
 
 def finetune_identity(config: Config, layer: int | str) -> dict[str, Any]:
-    return {**_common_identity(config, layer), "finetune": _fields(config.mode, FINETUNE_IDENTITY),
-            "trainer": _fields(config.trainer, TRAINER_IDENTITY)}
+    return {**_common_identity(config, layer), "finetune": plain_fields(config.mode, FINETUNE_IDENTITY),
+            "trainer": plain_fields(config.trainer, TRAINER_IDENTITY)}
 
 
 @dataclass(frozen=True)
