@@ -18,6 +18,16 @@ from poolbench.backbones import forward_hidden_states
 from poolbench.pooling import pool, pooler
 
 
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups of the BERT recipe: no weight decay on biases and normalisation
+    weights (every 1-D parameter). named_parameters() lists a tied parameter once."""
+    decay, no_decay = [], []
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim < 2 else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 class PoolingClassifier(L.LightningModule):
     def __init__(self, backbone: PreTrainedModel, *, pooling: str, layer: int, num_labels: int, hidden_size: int,
                  lr: float, weight_decay: float, warmup_ratio: float, dropout: float):
@@ -82,15 +92,7 @@ class PoolingClassifier(L.LightningModule):
         return pd.concat(self.test_predictions).sort_values("id").reset_index(drop=True)
 
     def configure_optimizers(self):
-        # No weight decay on biases and normalisation weights (the BERT recipe).
-        decay, no_decay = [], []
-        for name, parameter in self.named_parameters():
-            if parameter.requires_grad:
-                (no_decay if parameter.ndim < 2 else decay).append(parameter)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
-        )
+        optimizer = torch.optim.AdamW(decay_groups(self, self.hparams.weight_decay), lr=self.hparams.lr)
         total_steps = self.trainer.estimated_stepping_batches
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total_steps), total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

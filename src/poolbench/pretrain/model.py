@@ -38,6 +38,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from transformers import BertForPreTraining, get_linear_schedule_with_warmup
 
+from poolbench.model import decay_groups
+
 IGNORE = -100
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -100,16 +102,9 @@ class PretrainingModule(L.LightningModule):
         return result["loss"]
 
     def configure_optimizers(self):
-        # No weight decay on biases and LayerNorm weights (the BERT recipe): every 1-D parameter.
-        # named_parameters() lists a tied parameter once (decoder weight = word embeddings).
-        decay, no_decay = [], []
-        for _, parameter in self.named_parameters():
-            if parameter.requires_grad:
-                (no_decay if parameter.ndim < 2 else decay).append(parameter)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, betas=(0.9, 0.999), eps=1e-6,
-        )
+        # The tied decoder weight (= word embeddings) is one parameter, in one group.
+        optimizer = torch.optim.AdamW(decay_groups(self, self.hparams.weight_decay), lr=self.hparams.lr,
+                                      betas=(0.9, 0.999), eps=1e-6)
         total = self.hparams.total_steps
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
