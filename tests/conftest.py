@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 from poolbench.config import CONF_DIR, register, validate
 from poolbench.features import features_for
 from poolbench.jobs import typed_config
+from poolbench.tasks import SPLITS
 
 REPO = CONF_DIR.parent
 register()  # the config schema, as the `poolbench` entry point registers it
@@ -65,3 +67,16 @@ def poolbench_cli(tmp_path, cache_dir):
         return result
 
     return run
+
+
+@pytest.fixture
+def located_documents() -> dict[str, pd.DataFrame]:
+    """30 synthetic documents per split of 2-5 sentences "d<doc> s<pos> some filler words.": each
+    sentence says where it came from (document 100 x split index + d), for the sentence-pair tasks."""
+
+    def document(doc: int, n: int) -> str:
+        return " ".join(f"d{doc} s{pos} some filler words." for pos in range(n))
+
+    return {split: pd.DataFrame({"text": [document(100 * k + d, 2 + d % 4) for d in range(30)]})
+            for k, split in enumerate(SPLITS)}
+

@@ -10,7 +10,6 @@ import re
 from collections import Counter
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -252,16 +251,11 @@ def test_corpus_shares_no_sentence_with_any_evaluation_split(cache_dir):
                     assert not keys & sentences, (split, text[:80])
 
 
-def test_sop_pairs_are_balanced_consecutive_or_swapped_and_split_by_document():
+def test_sop_pairs_are_balanced_consecutive_or_swapped_and_split_by_document(located_documents):
     """Known answer (synthetic "d<doc> s<pos>" sentences): in_order pairs are (s, s+1) of one
     document, swapped pairs (s+1, s); exactly half each per split; each split pairs only its own
     documents."""
-    def document(doc: int, n: int) -> str:
-        return " ".join(f"d{doc} s{pos} some filler words." for pos in range(n))
-
-    documents = {split: pd.DataFrame({"text": [document(100 * k + d, 2 + d % 4) for d in range(30)]})
-                 for k, split in enumerate(SPLITS)}
-    pairs = sentence_order_pairs(documents, seed=3)
+    pairs = sentence_order_pairs(located_documents, seed=3)
     for k, split in enumerate(SPLITS):
         frame = pairs[split]
         first = frame["text"].str.extract(r"d(\d+) s(\d+)").astype(int)

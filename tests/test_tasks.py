@@ -157,14 +157,9 @@ def test_next_sentence_documents_never_feed_two_splits():
         assert (frame["document"] != frame["pair_document"])[~nexts].all()
 
 
-def test_next_sentence_pairs_are_consecutive_or_from_another_document():
+def test_next_sentence_pairs_are_consecutive_or_from_another_document(located_documents):
     # Sentence "d<doc> s<pos> filler words" says where it came from.
-    def document(doc: int, n: int) -> str:
-        return " ".join(f"d{doc} s{pos} some filler words." for pos in range(n))
-
-    documents = {split: pd.DataFrame({"text": [document(100 * k + d, 2 + d % 4) for d in range(30)]})
-                 for k, split in enumerate(SPLITS)}
-    pairs = next_sentence_pairs(documents, seed=3)
+    pairs = next_sentence_pairs(located_documents, seed=3)
     for k, split in enumerate(SPLITS):
         frame = pairs[split]
         first = frame["text"].str.extract(r"d(\d+) s(\d+)").astype(int)
@@ -175,7 +170,7 @@ def test_next_sentence_pairs_are_consecutive_or_from_another_document():
         assert ((second[0] == first[0]) & (second[1] == first[1] + 1))[nexts].all()
         assert ((second[0] != first[0]) & (second[1] >= 1))[~nexts].all()
         assert frame["text"].is_unique
-    assert next_sentence_pairs(documents, seed=3)["train"].equals(pairs["train"])
+    assert next_sentence_pairs(located_documents, seed=3)["train"].equals(pairs["train"])
 
 
 def test_sentence_splitter_is_simple_and_documented():
