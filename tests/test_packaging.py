@@ -2,6 +2,7 @@
 the same config as the checkout (known answer: `poolbench --cfg job` of the checkout)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,16 @@ REPO = CONF_DIR.resolve().parent
 
 @pytest.mark.slow
 def test_an_installed_wheel_holds_the_configs_and_composes_them(tmp_path):
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheels, site, checkout = tmp_path / "wheels", tmp_path / "site", tmp_path / "checkout"
+    # Built from a copy: setuptools writes build/ beside what it builds, and the source tree stays clean.
+    checkout.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, checkout / name)
+    for name in ("src", "conf", "experiments"):
+        shutil.copytree(REPO / name, checkout / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(REPO)], check=True, capture_output=True, timeout=600)
+                    str(checkout)], check=True, capture_output=True, timeout=600)
     [wheel] = wheels.glob("poolbench-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=600)
