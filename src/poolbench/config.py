@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 import yaml
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # The Hydra config groups: one place that says where they are. Inside the package, so an installed
 # wheel has them too; in a checkout, src/poolbench/conf links to the top-level conf/.
@@ -48,7 +48,7 @@ class Source(Enum):
     local = "local"  # a directory saved by save_pretrained
     hub = "hub"  # a Hugging Face hub id (needs internet or a warm HF cache)
     tiny = "tiny"  # a tiny random architecture built from a config, for tests
-    pretrained = "pretrained"  # pretrained here from a recipe (poolbench.pretrain); location = the recipe's name
+    pretrained = "pretrained"  # pretrained here (poolbench.pretrain): location = a built recipe's name, or give `pretrain`
 
 
 class Dtype(Enum):
@@ -59,6 +59,33 @@ class Dtype(Enum):
 class Mode(Enum):
     finetune = "finetune"
     probe = "probe"
+
+
+# The pretraining arms (poolbench.pretrain): `random` is the arms' shared initial weights, untrained.
+ARMS = ("random", "mlm", "mlm_pairs", "mlm_nsp", "mlm_sop")
+SENTENCE_ARMS = ("mlm_nsp", "mlm_sop")  # the arms whose sentence loss trains the pooler
+PRETRAIN_SIZES = ("tiny", "mini", "small", "medium")  # Google's BERT miniatures
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining recipe (poolbench.pretrain.recipe.Recipe), built into the cache on first use.
+    Strings, not enums, for arm and size: the backbone's name interpolates them."""
+
+    arm: str = MISSING  # one of ARMS
+    size: str = "mini"  # one of PRETRAIN_SIZES
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: float = 0.1  # fraction of the steps of linear warmup, then linear decay to 0
+    seed: int = 0  # the pretraining seed: initial weights, data order, masks; the unit of replication
+    vocab_size: int = 8192
+    seq_len: int = 128
+    precision: str = "32-true"  # Lightning's: "bf16-mixed" on a GPU
+    # Not identity (speed and resumption): how often a checkpoint is written, and where training runs.
+    checkpoint_every: int = 100
+    accelerator: str = "auto"
+    devices: Any = 1
 
 
 @dataclass
@@ -76,6 +103,8 @@ class BackboneConfig:
     # Whether the pooler (tanh(W h_0 + b)) was trained, by next-sentence or sentence-order prediction or a
     # supervised [CLS] objective; `pooling=pooler` is refused elsewhere (an untrained pooler is noise).
     trained_pooler: bool = False
+    # source=pretrained: the recipe to build (once, into the cache) when no location is given.
+    pretrain: Optional[PretrainConfig] = None
 
 
 @dataclass
@@ -187,6 +216,10 @@ class Job:
 
 
 def register() -> None:
+    # A pretrained arm's family and pooler follow from its arm (conf/backbone/pretrained.yaml).
+    OmegaConf.register_new_resolver("poolbench.arm_family", lambda arm: Family.encoder_nsp.value
+                                    if arm in SENTENCE_ARMS else Family.encoder_mlm.value, replace=True)
+    OmegaConf.register_new_resolver("poolbench.arm_trained_pooler", lambda arm: arm in SENTENCE_ARMS, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     # Kept out of the option groups, so that Hydra's "available options" lists only real choices.
@@ -196,6 +229,7 @@ def register() -> None:
     cs.store(group="schema", name="finetune", node=FinetuneConfig)
     cs.store(group="schema", name="probe", node=ProbeConfig)
     cs.store(group="schema", name="trainer", node=TrainerConfig)
+    cs.store(group="schema", name="pretrain", node=PretrainConfig)
 
 
 class ConfigError(ValueError):
@@ -244,6 +278,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
     if config.pooling.name == Pooling.pooler:
         _check_pooler(config)
+    _check_pretrain(config.backbone)
     layer = config.layer
     if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
         raise ConfigError(f"layer={layer!r}: use an integer (0 = embeddings, -1 = last) or 'all'.")
@@ -254,14 +289,41 @@ def validate(config: Config) -> None:
 def _check_pooler(config: Config) -> None:
     if not config.backbone.trained_pooler:
         trained = sorted(path.stem for path in (CONF_DIR / "backbone").glob("*.yaml")
-                         if (yaml.safe_load(path.read_text()) or {}).get("trained_pooler"))
+                         if (yaml.safe_load(path.read_text()) or {}).get("trained_pooler") is True)
+        arm = config.backbone.pretrain.arm if config.backbone.pretrain is not None else None
+        why = (f"arm {arm} trains no sentence head" if arm else f"backbone {config.backbone.name} has no trained pooler")
         raise ConfigError(f"pooling=pooler reads BERT's pooler, tanh(W h_0 + b), which only a sentence-level objective "
-                          f"trains; backbone {config.backbone.name} has no trained pooler. Backbones that have one: "
-                          f"{', '.join(f'backbone={name}' for name in trained)} (or set backbone.trained_pooler=true "
-                          f"for a checkpoint whose pooler you know was trained).")
+                          f"trains; {why}. Backbones that have one: "
+                          f"{', '.join(f'backbone={name}' for name in trained)}, and backbone=pretrained with "
+                          f"backbone.pretrain.arm={' or '.join(SENTENCE_ARMS)} (or set backbone.trained_pooler=true "
+                          "for a checkpoint whose pooler you know was trained).")
     if config.layer not in ("all", -1):
         raise ConfigError(f"layer={config.layer!r} with pooling=pooler: the pooler reads the final layer's h_0; "
                           "use layer=-1 (or layer=all, which then means the final layer).")
+
+
+def _check_pretrain(backbone: BackboneConfig) -> None:
+    recipe = backbone.pretrain
+    if recipe is None:
+        if backbone.source == Source.pretrained and not backbone.location:
+            raise ConfigError("backbone.source=pretrained needs backbone.location (a built recipe's name) or "
+                              "backbone.pretrain (a recipe to build): use backbone=pretrained backbone.pretrain.arm=mlm_nsp.")
+        return
+    if backbone.source != Source.pretrained:
+        raise ConfigError(f"backbone.pretrain is set, but backbone.source={backbone.source.value}: a recipe builds a "
+                          "source=pretrained backbone (use backbone=pretrained).")
+    if backbone.location:
+        raise ConfigError(f"backbone.location={backbone.location!r} and backbone.pretrain are both set: the recipe names "
+                          "the backbone; leave location empty.")
+    if recipe.arm not in ARMS:
+        raise ConfigError(f"backbone.pretrain.arm={recipe.arm!r}: use one of {', '.join(ARMS)}.")
+    if recipe.size not in PRETRAIN_SIZES:
+        raise ConfigError(f"backbone.pretrain.size={recipe.size!r}: use one of {', '.join(PRETRAIN_SIZES)}.")
+    for name in ("steps", "batch_size", "lr", "vocab_size", "seq_len", "checkpoint_every"):
+        if getattr(recipe, name) <= 0:
+            raise ConfigError(f"backbone.pretrain.{name}={getattr(recipe, name)} is out of range: it must be > 0.")
+    if not 0 <= recipe.warmup < 1 or recipe.seed < 0:
+        raise ConfigError(f"backbone.pretrain: warmup={recipe.warmup} must be in [0, 1) and seed={recipe.seed} >= 0.")
 
 
 def absolute_layers(layer: int | str, num_layers: int) -> list[int]:

@@ -3,6 +3,8 @@
 A job is one (backbone, task, pooling, seed, mode) and one layer, or all layers (probe). Each of
 its layers is one run, identified by exactly what its mode reads:
 
+  0. pretraining: a `backbone.pretrain` recipe is built into the cache if absent (pretrain.build,
+     under the cache's lock) and named by its location; its facts join every record's metrics.
   1. identity: per layer, the mode's ALLOW-list of config entries (`Mode.identity`) hashed into a
      run_id (records.run_identity). Speed knobs, logging, output paths and, for a probe, the
      trainer it never reads are not identity, so re-launching a study on a GPU node, with more
@@ -32,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, probe
 from poolbench.backbones import known_facts, load_backbone
-from poolbench.config import Config, Job, Mode, absolute_layers, plain_fields, validate
+from poolbench.config import Config, ConfigError, Job, Mode, absolute_layers, plain_fields, validate
+from poolbench.pretrain.build import ensure_pretrained
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
 
@@ -103,7 +106,8 @@ def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors
     return Factors(backbone=config.backbone.name, family=config.backbone.family.value,
                    init=config.backbone.init.value, task=config.task.name, mode=config.mode.name.value,
                    pooling=config.pooling.name.value, layer=layer, num_layers=num_layers, seed=config.seed,
-                   max_train_examples=config.task.max_train_examples)
+                   max_train_examples=config.task.max_train_examples,
+                   backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
 
 def backbone_depth(config: Config, cache_dir: Path) -> int:
@@ -149,6 +153,7 @@ def log_metrics(logger, records: list[Record]) -> None:
     if logger is None or not records:
         return
     metrics = {f"L{r.factors.layer}/{key}": r.metrics[key] for r in records for key in METRICS_LOGGED}
+    metrics |= {key: value for key, value in records[0].metrics.items() if key.startswith("pretrain/")}
     if len(records) == 1:
         metrics.update({key: records[0].metrics[key] for key in METRICS_LOGGED})
     logger.log_metrics(metrics)
@@ -160,12 +165,21 @@ def log_metrics(logger, records: list[Record]) -> None:
 
 def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     """One Hydra job: its records by layer, reused or computed. A failed job leaves failed records
-    (one per run it was computing, or one in `output_dir` if it failed before knowing its runs)."""
+    (one per run it was computing, or one in `output_dir` if it failed before knowing its runs); a
+    config that validation refuses leaves one refused record in `output_dir` and raises ConfigError."""
     config = typed_config(cfg)
-    validate(config)
     output_dir = Path(output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     mode = MODES[config.mode.name]
+    try:
+        validate(config)
+    except ConfigError as error:
+        # A sweep may cross settings that do not combine (pooling=pooler on a backbone without a
+        # trained pooler): the record says why, so the report counts it instead of a missing job.
+        write_record(output_dir, Record(run_id=run_identity(mode.identity(config, config.layer)), status="refused",
+                                        study=config.study, factors=factors(config, config.layer, None),
+                                        config=resolved, error=str(error)))
+        raise
     cache_dir = Path(config.paths.cache_dir).expanduser()
     output_root = Path(config.paths.output_root)
     pooling, seed = config.pooling.name.value, config.seed
@@ -176,6 +190,9 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                                        config=resolved, error="".join(traceback.format_exception(error))))
 
     try:
+        # The pretraining stage: a recipe is built once into the cache, then named by its location.
+        config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
+        resolved["backbone"]["location"] = config.backbone.location
         num_layers = backbone_depth(config, cache_dir)
         # The pooler reads the final layer only (validate refused any other layer).
         layers = [num_layers] if pooling == "pooler" else absolute_layers(config.layer, num_layers)
@@ -198,7 +215,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
             for result in mode.run(job, logger):
                 record = Record(run_id=run_ids[result.layer], status="finished", study=config.study,
                                 factors=factors(config, result.layer, num_layers),
-                                config={**resolved, "layer": result.layer}, metrics=result.metrics,
+                                config={**resolved, "layer": result.layer},
+                                metrics={**result.metrics, **pretrain_facts},
                                 selection=result.selection, timings=result.timings, features=result.features)
                 records[result.layer] = write_record(record_dir(output_dir, pooling, result.layer, seed), record,
                                                      result.predictions)

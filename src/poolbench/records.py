@@ -70,6 +70,9 @@ class Factors:
     num_layers: int | None
     seed: int
     max_train_examples: int | None
+    # The seed that drew the backbone's weights where a study varies it: the pretraining seed of a
+    # backbone pretrained here (backbone.pretrain.seed), the unit of replication between its arms.
+    backbone_seed: int | None = None
 
 
 FACTORS = [f.name for f in fields(Factors)]
@@ -82,14 +85,14 @@ class Record:
     n_labels; `selection` what validation chose (epoch, weight decay, ...); `timings` seconds per phase."""
 
     run_id: str
-    status: str  # "finished" | "failed"
+    status: str  # "finished" | "failed" | "refused" (validation refused the config: nothing ran)
     study: str | None
     factors: Factors | None  # None only in failed records of schema 1
     config: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None  # the exception text, for failed runs
+    error: str | None = None  # the exception text, for failed and refused runs
     predictions: str | None = None  # file name of the per-example predictions, relative to `dir`
     features: str | None = None  # the feature cache entry a probe read
     versions: dict[str, str] = field(default_factory=dict)  # python, torch, transformers, ...

@@ -1,28 +1,47 @@
 """One recipe -> one pretrained backbone in the cache: the packaged corpus (corpus.py), its
 WordPiece tokenizer (tokenizer.py) and the arm's examples (examples.py), fed to the cached,
-resumable build (recipe.py). The result loads as `backbone.source=pretrained
-backbone.location=<recipe.name>` (backbones.core)."""
+resumable build (recipe.py), then scored on held-out text (intrinsic.py).
+
+The job owner's pretraining stage is `ensure_pretrained`: a `backbone.pretrain` recipe becomes a
+`source=pretrained location=<recipe.name>` backbone, built first if the cache lacks it (under the
+cache's file lock: parallel jobs needing one recipe build it once), and the facts its records carry
+(`pretrain/*` metrics: intrinsic accuracies, budget, throughput, corpus statistics).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader
 
+from poolbench.assets import atomic_write_bytes, cache_root
+from poolbench.config import BackboneConfig, PretrainConfig
 from poolbench.pretrain.corpus import load_corpus
-from poolbench.pretrain.examples import arm_examples, collate
-from poolbench.pretrain.recipe import Recipe, build_pretrained
-from poolbench.pretrain.tokenizer import DEFAULT_VOCAB_SIZE, tokenizer_dir
+from poolbench.pretrain.examples import arm_examples, collate, epochs_seen
+from poolbench.pretrain.intrinsic import intrinsic_scores
+from poolbench.pretrain.recipe import Recipe, build_pretrained, pretrained_dir
+from poolbench.pretrain.tokenizer import DEFAULT_VOCAB_SIZE, load_tokenizer, tokenizer_dir
 
 
 def recipe_for(arm: str, size: str, *, steps: int, seed: int, batch_size: int = 32, lr: float = 1e-3,
                warmup: float = 0.1, vocab_size: int = DEFAULT_VOCAB_SIZE, seq_len: int = 128,
-               cache_dir: str | Path | None = None) -> Recipe:
+               precision: str = "32-true", cache_dir: str | Path | None = None) -> Recipe:
     """The recipe of an arm on the packaged corpus (its fingerprint is part of the recipe)."""
     return Recipe(arm=arm, size=size, vocab_size=vocab_size, seq_len=seq_len, steps=steps, batch_size=batch_size,
-                  lr=lr, warmup=warmup, seed=seed, corpus=load_corpus(cache_dir).fingerprint)
+                  lr=lr, warmup=warmup, seed=seed, corpus=load_corpus(cache_dir).fingerprint, precision=precision)
+
+
+def recipe_of(pretrain: PretrainConfig, cache_dir: str | Path | None = None) -> Recipe:
+    """The recipe a `backbone.pretrain` config names."""
+    return recipe_for(pretrain.arm, pretrain.size, steps=pretrain.steps, seed=pretrain.seed,
+                      batch_size=pretrain.batch_size, lr=pretrain.lr, warmup=pretrain.warmup,
+                      vocab_size=pretrain.vocab_size, seq_len=pretrain.seq_len, precision=pretrain.precision,
+                      cache_dir=cache_dir)
 
 
 def build_backbone(recipe: Recipe, cache_dir: str | Path | None = None, **build_options: Any) -> Path:
@@ -41,3 +60,54 @@ def build_backbone(recipe: Recipe, cache_dir: str | Path | None = None, **build_
 
     return build_pretrained(recipe, make_batches, tokenizer_dir(corpus, recipe.vocab_size, cache_dir), cache_dir,
                             **build_options)
+
+
+def ensure_pretrained(backbone: BackboneConfig, cache_dir: str | Path | None = None
+                      ) -> tuple[BackboneConfig, dict[str, float]]:
+    """The pretraining stage of a job: `backbone` with its recipe built and named (location), and
+    the `pretrain/*` facts for its records. A backbone without a recipe passes through unchanged."""
+    if backbone.pretrain is None:
+        return backbone, {}
+    options = backbone.pretrain
+    recipe = recipe_of(options, cache_dir)
+    directory = pretrained_dir(recipe, cache_dir)
+    if not (directory / "config.json").exists():
+        build_backbone(recipe, cache_dir, checkpoint_every=options.checkpoint_every,
+                       accelerator=options.accelerator, devices=options.devices)
+    intrinsic = json.loads((directory / "intrinsic.json").read_text())
+    if "held_out" not in intrinsic:
+        intrinsic["held_out"] = intrinsic_scores(directory, recipe, cache_dir)
+    return dataclasses.replace(backbone, location=recipe.name), pretrain_facts(recipe, intrinsic, cache_dir)
+
+
+def pretrain_facts(recipe: Recipe, intrinsic: dict, cache_dir: str | Path | None = None) -> dict[str, float]:
+    """What a record says about the backbone's pretraining: held-out accuracies (NaN where the arm
+    has no such head), the budget, the throughput of the process that trained it, the corpus."""
+    held_out, train = intrinsic["held_out"], intrinsic.get("train", {})
+    trained = recipe.arm != "random"
+    examples_per_epoch = len(arm_examples("mlm", recipe.seed, recipe.seq_len, vocab_size=recipe.vocab_size,
+                                          cache_dir=cache_dir))
+    # Time and tokens of the process that trained the backbone: the whole build unless it resumed.
+    whole_build = trained and not train.get("resumed", 1.0)
+    facts = {f"pretrain/{name}": math.nan if held_out.get(name) is None else float(held_out[name])
+             for name in ("mlm_acc", "nsp_acc", "sop_acc")}
+    facts |= {
+        "pretrain/steps": float(recipe.steps if trained else 0),
+        "pretrain/epochs": epochs_seen(recipe.steps, recipe.batch_size, examples_per_epoch) if trained else 0.0,
+        "pretrain/tokens": train["process_tokens"] if whole_build else (math.nan if trained else 0.0),
+        "pretrain/train_s": train["process_s"] if whole_build else math.nan,
+        "pretrain/tokens_per_s": train.get("tokens_per_s", math.nan),
+        **{f"pretrain/corpus_{name}": float(value)
+           for name, value in corpus_statistics(recipe.vocab_size, cache_dir).items()},
+    }
+    return facts
+
+
+def corpus_statistics(vocab_size: int, cache_dir: str | Path | None = None) -> dict[str, int]:
+    """Documents, sentences and tokens of the packaged corpus: computed once per corpus and vocabulary."""
+    corpus = load_corpus(cache_dir)
+    path = cache_root(cache_dir) / "pretrain" / f"statistics-{corpus.fingerprint}-{vocab_size}.json"
+    if not path.exists():
+        statistics = corpus.statistics(load_tokenizer(corpus, vocab_size, cache_dir))
+        atomic_write_bytes(path, json.dumps(statistics).encode())
+    return json.loads(path.read_text())

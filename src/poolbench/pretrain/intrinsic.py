@@ -30,7 +30,9 @@ def intrinsic_scores(directory: str | Path, recipe: Recipe, cache_dir: str | Pat
     model = BertForPreTraining.from_pretrained(directory)
     reader = PretrainingModule(model, sentence_loss=recipe.arm in SENTENCE_TASK, lr=1.0, weight_decay=0.0,
                                warmup_ratio=0.0, total_steps=1, step_seed=recipe.seed).eval()  # no dropout
-    examples = arm_examples(recipe.arm, recipe.seed, recipe.seq_len, held_out=True, vocab_size=recipe.vocab_size,
+    # The random control is read in the single-segment format of `mlm`.
+    examples = arm_examples("mlm" if recipe.arm == "random" else recipe.arm, recipe.seed, recipe.seq_len, held_out=True,
+                            vocab_size=recipe.vocab_size,
                             cache_dir=cache_dir)
     n = min(max_examples, len(examples))
     totals = {"mlm_correct": 0, "mlm_count": 0, "sentence_correct": 0, "sentence_count": 0}

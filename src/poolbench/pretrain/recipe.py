@@ -11,7 +11,8 @@ optimisation and the seed. `recipe.key()` hashes every field, so it is the backb
                                                   logged metrics under "train"; evaluations add keys)
   <cache>/pretrained/<arm>-<size>-<key>.work/     checkpoints while it trains (last.ckpt)
 
-The arms:  mlm       single segments, MLM only
+The arms:  random    no training: the initial weights every arm of the same seed starts from (control)
+           mlm       single segments, MLM only
            mlm_pairs segment pairs, MLM only (the NSP arm's inputs without its loss)
            mlm_nsp   pairs, MLM + next-sentence prediction (BERT)
            mlm_sop   pairs, MLM + sentence-order prediction (ALBERT)
@@ -32,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -44,10 +46,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from poolbench.assets import build_once, cache_root
+from poolbench.config import ARMS, SENTENCE_ARMS
 from poolbench.pretrain.model import IGNORE, PretrainingModule, step_seed
 
-ARMS = ("mlm", "mlm_pairs", "mlm_nsp", "mlm_sop")
-SENTENCE_ARMS = ("mlm_nsp", "mlm_sop")
 # (layers, hidden, heads) of Google's BERT miniatures; intermediate = 4 x hidden.
 SIZES = {"tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8), "medium": (8, 512, 8)}
 # Raise when the training code changes what a recipe produces: every key changes with it.
@@ -136,6 +137,7 @@ class StepBatches:
 
     def __init__(self, make_batches: Callable[[], Iterable[dict]], recipe: Recipe, position: Callable[[], int]):
         self.make_batches, self.recipe, self.position = make_batches, recipe, position
+        self.tokens = 0  # real (unpadded) tokens yielded by this process: the throughput's numerator
 
     def __iter__(self) -> Iterator[dict]:
         start, step, epoch = self.position(), 0, 0
@@ -153,6 +155,7 @@ class StepBatches:
                 fetched = True
                 if step >= start:
                     self._check(batch, first=step == start)
+                    self.tokens += int(batch["attention_mask"].sum())
                     yield batch
                 step += 1
             if not fetched:
@@ -195,10 +198,15 @@ def build_pretrained(recipe: Recipe, make_batches: Callable[[], Iterable[dict]],
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         if len(tokenizer) > recipe.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than vocab_size={recipe.vocab_size}.")
-        metrics = _train(recipe, make_batches, work, pad_token_id=tokenizer.pad_token_id or 0,
-                         checkpoint_every=checkpoint_every, stop_after=stop_after, accelerator=accelerator,
-                         devices=devices, deterministic=deterministic, logger=logger,
-                         log_every_n_steps=log_every_n_steps, save_to=tmp)
+        pad_token_id = tokenizer.pad_token_id or 0
+        if recipe.arm == "random":
+            initial_model(recipe, pad_token_id).save_pretrained(tmp)
+            metrics = {}
+        else:
+            metrics = _train(recipe, make_batches, work, pad_token_id=pad_token_id, checkpoint_every=checkpoint_every,
+                             stop_after=stop_after, accelerator=accelerator, devices=devices,
+                             deterministic=deterministic, logger=logger, log_every_n_steps=log_every_n_steps,
+                             save_to=tmp)
         for path in tokenizer_dir.iterdir():
             if path.is_file():
                 shutil.copy2(path, tmp / path.name)
@@ -214,15 +222,20 @@ def build_pretrained(recipe: Recipe, make_batches: Callable[[], Iterable[dict]],
     return target
 
 
+def initial_model(recipe: Recipe, pad_token_id: int) -> BertForPreTraining:
+    """The weights training starts from: a function of the recipe's size and seed only, so every
+    arm of one seed (and the `random` control) starts from the same model."""
+    L.seed_everything(recipe.seed, workers=True)
+    torch.manual_seed(recipe.seed)
+    return BertForPreTraining(recipe.bert_config(pad_token_id))
+
+
 def _train(recipe: Recipe, make_batches, work: Path, *, pad_token_id: int, checkpoint_every: int,
            stop_after: int | None, accelerator, devices, deterministic, logger, log_every_n_steps: int,
            save_to: Path) -> dict[str, float]:
     """Train (or resume) in `work`; save the BertForPreTraining into `save_to`; the last logged metrics."""
     work.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(recipe.seed, workers=True)
-    torch.manual_seed(recipe.seed)
-    model = BertForPreTraining(recipe.bert_config(pad_token_id))
-    module = PretrainingModule(model, sentence_loss=recipe.sentence_loss, lr=recipe.lr,
+    module = PretrainingModule(initial_model(recipe, pad_token_id), sentence_loss=recipe.sentence_loss, lr=recipe.lr,
                                weight_decay=recipe.weight_decay, warmup_ratio=recipe.warmup,
                                total_steps=recipe.steps, step_seed=recipe.seed)
     checkpoint = ModelCheckpoint(dirpath=work, save_top_k=0, save_last=True, every_n_train_steps=checkpoint_every,
@@ -237,10 +250,16 @@ def _train(recipe: Recipe, make_batches, work: Path, *, pad_token_id: int, check
                         num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps)
     batches = StepBatches(make_batches, recipe, position=lambda: trainer.global_step)
     last = work / "last.ckpt"
-    trainer.fit(module, train_dataloaders=batches, ckpt_path=last if last.exists() else None)
+    resumed = last.exists()
+    started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=batches, ckpt_path=last if resumed else None)
+    seconds = time.perf_counter() - started
     trainer.save_checkpoint(last)  # where this process stopped, whatever the cadence
     if trainer.global_step < recipe.steps:
         raise BuildInterrupted(f"{recipe.name}: stopped at step {trainer.global_step} of {recipe.steps}; "
                                f"the next build resumes from {last}.")
     module.model.save_pretrained(save_to)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # Throughput of this process's steps (all of them unless it resumed), Lightning's loop included.
+    return {**{k: float(v) for k, v in trainer.callback_metrics.items()}, "resumed": float(resumed),
+            "process_s": seconds, "process_tokens": float(batches.tokens),
+            "tokens_per_s": batches.tokens / seconds}

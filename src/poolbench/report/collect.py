@@ -30,6 +30,7 @@ class Collection:
 
     finished: list[Record]
     failed: list[Record] = field(default_factory=list)
+    refused: list[Record] = field(default_factory=list)  # configs validation refused: nothing ran, by design
     unreadable: list[str] = field(default_factory=list)  # "<dir>: <reason>"
     missing: list[str] = field(default_factory=list)  # job dirs that never wrote a record
     duplicates: int = 0  # the same run found again (a finished run reused by a later sweep)
@@ -114,8 +115,10 @@ def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iter
         newest[_setting_and_seed(record)] = record
     # A failed job that later finished (a re-launched sweep) is not a failure of the study.
     finished_ids = {r.run_id for r in finished}
-    failed = {r.run_id: r for r in records if not r.finished and r.run_id not in finished_ids}
-    return Collection(list(newest.values()), list(failed.values()), list(unreadable), list(missing),
+    failed = {r.run_id: r for r in records if r.status == "failed" and r.run_id not in finished_ids}
+    refused = {r.run_id: r for r in records if r.status == "refused"}
+    return Collection(list(newest.values()), list(failed.values()), list(refused.values()), list(unreadable),
+                      list(missing),
                       duplicates=len(finished) - len(unique), superseded=len(unique) - len(newest))
 
 
@@ -166,6 +169,8 @@ def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) ->
             "run_id": record.run_id,
             "study": record.study,
             **asdict(record.factors),
+            # The pretraining arm of a backbone pretrained here (report/arms.py compares them).
+            "arm": ((record.config.get("backbone") or {}).get("pretrain") or {}).get("arm"),
             **record.metrics,
             "n_labels": predictions[record.dir].n_labels if record.dir in predictions else None,
             "selected_epoch": record.selection.get("epoch"),

@@ -50,12 +50,23 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide eno
 
 
 def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"runs": ["analysed (finished)", "failed (skipped)", "unreadable record dirs (skipped)",
-                                  "job dirs without a record", "duplicates counted once",
-                                  "superseded by a newer config", "finished without per-example predictions"],
-                         "count": [len(collection.finished), len(collection.failed), len(collection.unreadable),
-                                   len(collection.missing), collection.duplicates, collection.superseded,
-                                   len(unavailable_predictions)]})
+    return pd.DataFrame({"runs": ["analysed (finished)", "failed (skipped)", "refused configs (nothing ran)",
+                                  "unreadable record dirs (skipped)", "job dirs without a record",
+                                  "duplicates counted once", "superseded by a newer config",
+                                  "finished without per-example predictions"],
+                         "count": [len(collection.finished), len(collection.failed), len(collection.refused),
+                                   len(collection.unreadable), len(collection.missing), collection.duplicates,
+                                   collection.superseded, len(unavailable_predictions)]})
+
+
+def refused_lines(refused: list[Record]) -> list[str]:
+    """Refused configs grouped by the reason validation gave: a sweep crossing settings that do
+    not combine refuses many jobs for one reason."""
+    reasons: dict[str, list[str]] = {}
+    for record in refused:
+        what = ", ".join(f"{factor}={named_factor(record, factor)}" for factor in ("backbone", "pooling"))
+        reasons.setdefault((record.error or "no reason recorded").strip(), []).append(what)
+    return [f"- {len(jobs)} jobs ({', '.join(sorted(set(jobs)))}): {reason}" for reason, jobs in reasons.items()]
 
 
 def named_factor(record: Record, factor: str) -> Any:
@@ -148,6 +159,9 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     ]
     if collection.failed:
         lines += ["Failed runs:", "", *map(failed_run_line, collection.failed), ""]
+    if collection.refused:
+        lines += ["Refused configs (validation refused them before any work; by design in a sweep that crosses "
+                  "settings which do not combine):", "", *refused_lines(collection.refused), ""]
     if collection.unreadable:
         lines += ["Unreadable record dirs:", "", *(f"- `{entry}`" for entry in collection.unreadable), ""]
     if collection.missing:
@@ -239,13 +253,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class MultirunReport(Callback):
-    """Hydra callback: when a multirun ends, write its report into `<sweep dir>/report/`."""
+    """Hydra callback: when a multirun ends, write its report into `<sweep dir>/report/`, and also
+    into `out` when given (an experiment sets it to its results/ directory, so that the sweep's one
+    command regenerates the shipped study)."""
+
+    def __init__(self, out: str | None = None) -> None:
+        self.out = out
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            build_report([sweep_dir], sweep_dir / "report")
-        except ReportError as error:
-            # The sweep itself is done; a sweep without a finished run has nothing to report, which
-            # is worth a warning, not a traceback after the last job.
-            log.warning("no report for %s: %s", sweep_dir, error)
+        for out in [sweep_dir / "report", *([Path(self.out)] if self.out else [])]:
+            try:
+                build_report([sweep_dir], out)
+            except ReportError as error:
+                # The sweep itself is done; a sweep without a finished run has nothing to report, which
+                # is worth a warning, not a traceback after the last job.
+                log.warning("no report for %s: %s", sweep_dir, error)
+                return
