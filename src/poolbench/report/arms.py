@@ -55,10 +55,7 @@ UNIT = [*STRATUM, "task", "pooling", "arm", "backbone_seed"]
 POOLED = "all tasks"  # the task of a row averaged over tasks
 LEARNED_FACTOR = 2  # a trained arm has learned if its MLM accuracy is above this multiple of random's...
 # ...and its 95% interval over pretraining seeds clear of random's.
-CONTRAST_COLUMNS = [*STRATUM, "contrast", "arm", "baseline", "pooling", "task", "n_tasks", "seeds", "n",
-                    "unpaired_seeds", "diff", "sd", "ci_low", "ci_high", "half_width", "p", "p_holm", "outcome"]
-GAP_COLUMNS = [*STRATUM, "arm", "gap", "task", "n_tasks", "seeds", "n", "unpaired_seeds", "diff", "sd", "ci_low",
-               "ci_high", "half_width"]
+DIFFERENCE = ["task", "n_tasks", "seeds", "n", "unpaired_seeds", "diff", "sd", "ci_low", "ci_high", "half_width"]
 
 
 def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -81,8 +78,7 @@ def unit_values(runs: pd.DataFrame) -> pd.DataFrame:
     rows = arm_rows(runs)
     backbone = [c for c in dict.fromkeys([*CELL_BUT_LAYER, "backbone_seed"]) if c in rows]
     rows = rows[rows["layer"] == rows.groupby(backbone, dropna=False)["layer"].transform("max")]
-    return rows.groupby(UNIT)["test/acc"].agg(["mean", "size"]).rename(
-        columns={"mean": "test/acc", "size": "probe_seeds"}).reset_index()
+    return rows.groupby(UNIT)["test/acc"].agg(**{"test/acc": "mean", "probe_seeds": "count"}).reset_index()
 
 
 def seeds_text(seeds) -> str:
@@ -118,8 +114,8 @@ def by_seed_and_task(units: pd.DataFrame, arm: str, pooling: str) -> pd.DataFram
 def paired_t(x: pd.Series, y: pd.Series, seen: pd.Index) -> dict:
     """x − y over the pretraining seeds both have (the pairing the design makes): mean, sd, 95%
     t-interval and the paired t-test (ttest_rel, df = n − 1). `seen`: every seed either side ran,
-    those not paired being counted. One seed: no interval, no test. Equal differences throughout
-    have no spread: p = 1 when they are all zero (no evidence of a difference)."""
+    those not paired being counted. One seed: no interval, no test. Differences all zero have no
+    spread and no evidence of a difference: p = 1 (scipy would divide zero by zero)."""
     seeds = x.index.intersection(y.index).sort_values()
     differences = x[seeds] - y[seeds]
     summary = mean_with_ci(differences)
@@ -156,10 +152,10 @@ def arm_contrasts(runs: pd.DataFrame) -> pd.DataFrame:
     for key, units in unit_values(runs).groupby(STRATUM):
         for name, (arm, baseline) in CONTRASTS.items():
             for pooling in pooling_order(units["pooling"]):
+                differences = paired(by_seed_and_task(units, arm, pooling), by_seed_and_task(units, baseline, pooling))
                 rows += [{**dict(zip(STRATUM, key)), "contrast": name, "arm": arm, "baseline": baseline,
-                          "pooling": pooling, **row}
-                         for row in paired(by_seed_and_task(units, arm, pooling), by_seed_and_task(units, baseline, pooling))]
-    contrasts = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+                          "pooling": pooling, **row} for row in differences]
+    contrasts = pd.DataFrame(rows, columns=[*STRATUM, "contrast", "arm", "baseline", "pooling", *DIFFERENCE, "p"])
     pooled = contrasts["task"] == POOLED
     p = contrasts["p"].astype(float)
     contrasts["p_holm"] = pd.concat([holm(p[pooled]), holm(p[~pooled])]).sort_index()
@@ -178,9 +174,9 @@ def cls_mean_gap(runs: pd.DataFrame) -> pd.DataFrame:
     for key, units in unit_values(runs).groupby(STRATUM):
         for arm in [a for a in ARMS if a in set(units["arm"])]:
             for name, (pooling, reference) in GAPS.items():
-                rows += [{**dict(zip(STRATUM, key)), "arm": arm, "gap": name, **row}
-                         for row in paired(by_seed_and_task(units, arm, pooling), by_seed_and_task(units, arm, reference))]
-    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+                differences = paired(by_seed_and_task(units, arm, pooling), by_seed_and_task(units, arm, reference))
+                rows += [{**dict(zip(STRATUM, key)), "arm": arm, "gap": name, **row} for row in differences]
+    return pd.DataFrame(rows, columns=[*STRATUM, "arm", "gap", *DIFFERENCE])
 
 
 def intrinsic_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -253,26 +249,34 @@ def gap_line(row) -> str:
 
 def intrinsic_line(size: str, table: pd.DataFrame) -> str:
     """Whether the trained arms learned masked LM beyond the untrained control: if not, the probe
-    contrasts compare undertrained backbones and say little about the objectives."""
-    head = f"- **Intrinsic MLM accuracy, {size}**: "
+    contrasts compare undertrained backbones and say little about the objectives. The sentence
+    tasks' held-out accuracies follow, against their chance level."""
     trained = table[(table["arm"] != "random") & table["mlm_acc_mean"].notna()]
     control = table[(table["arm"] == "random") & table["mlm_acc_mean"].notna()]
-    if trained.empty:
-        return head + "no trained arm recorded its held-out MLM accuracy."
     values = "; ".join(f"{row.arm} {100 * row.mlm_acc_mean:.1f}%" for row in trained.itertuples())
-    if control.empty:
-        return head + f"{values}; no random-init control recorded, so whether the arms learned cannot be checked."
-    random = control.iloc[0]
-    not_learned = [row.arm for row in trained.itertuples() if row.mlm_acc_mean <= LEARNED_FACTOR * random["mlm_acc_mean"]
-                   or row.mlm_acc_ci_low <= random["mlm_acc_ci_high"]]  # NaN without an interval: not compared
-    values = f"random {100 * random['mlm_acc_mean']:.1f}%; {values}"
-    if not not_learned:
-        return head + (f"the MLM accuracy of every trained arm exceeds the random-init control (more than "
-                       f"{LEARNED_FACTOR}x, 95% intervals apart): {values}.")
-    return head + (f"{', '.join(not_learned)} did not learn beyond the random-init control (within {LEARNED_FACTOR}x of "
-                   f"it, or 95% intervals overlapping): {values}. The pretraining budget is too small for "
-                   f"{'this arm' if len(not_learned) == 1 else 'these arms'} to learn masked LM, so their probe "
-                   "contrasts say little about the objectives.")
+    if trained.empty:
+        verdict = "no trained arm recorded its held-out MLM accuracy."
+    elif control.empty:
+        verdict = f"{values}; no random-init control recorded, so whether the arms learned cannot be checked."
+    else:
+        random = control.iloc[0]
+        # An interval's bound is NaN with one pretraining seed: then the comparison is False, only the factor counts.
+        not_learned = [row.arm for row in trained.itertuples()
+                       if row.mlm_acc_mean <= LEARNED_FACTOR * random["mlm_acc_mean"]
+                       or row.mlm_acc_ci_low <= random["mlm_acc_ci_high"]]
+        values = f"random {100 * random['mlm_acc_mean']:.1f}%; {values}"
+        apart = "95% intervals apart" if trained["mlm_acc_ci_low"].notna().all() and pd.notna(
+            random["mlm_acc_ci_high"]) else "no 95% intervals to compare with one pretraining seed"
+        verdict = (f"the MLM accuracy of every trained arm exceeds the random-init control (more than "
+                   f"{LEARNED_FACTOR}x, {apart}): {values}." if not not_learned else
+                   f"{', '.join(not_learned)} did not learn beyond the random-init control (within "
+                   f"{LEARNED_FACTOR}x of it, or 95% intervals overlapping): {values}. The pretraining budget is too "
+                   f"small for {'this arm' if len(not_learned) == 1 else 'these arms'} to learn masked LM, so their "
+                   "probe contrasts say little about the objectives.")
+    sentence = [f"{row['arm']} {name[:3].upper()} {100 * row[f'{name}_mean']:.1f}%"
+                for _, row in table.iterrows() for name in ("nsp_acc", "sop_acc") if pd.notna(row[f"{name}_mean"])]
+    return (f"- **Intrinsic MLM accuracy, {size}**: {verdict}"
+            + (f" Held-out sentence-task accuracy (chance 50%): {'; '.join(sentence)}." if sentence else ""))
 
 
 def arm_verdict_lines(contrasts: pd.DataFrame, gaps: pd.DataFrame, intrinsic: pd.DataFrame) -> list[str]:
@@ -312,7 +316,8 @@ def plot_arms(runs: pd.DataFrame, path: Path) -> bool:
         ax.set_visible(False)
     for ax in axes[::n_cols]:
         ax.set_ylabel("test accuracy (probe)")
-    figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling", loc="outside right upper")
+    figure.legend(handles=[Patch(color=c, label=p) for p, c in colors.items()], title="pooling",
+                  loc="outside right upper")
     figure.savefig(path, dpi=120)
     return True
 
@@ -373,8 +378,8 @@ def arms_section(runs: pd.DataFrame, out: Path) -> list[str]:
         "(`arm_contrasts.csv`). A difference smaller than about half an interval's width could go undetected.", "",
         *(arm_verdict_lines(contrasts, gaps, intrinsic) or ["No arm could be compared."]), "",
         "### Pretraining per arm", "",
-        f"{corpus_line(runs)} Held-out accuracy (%), mean ± sd over pretraining seeds; budget: means. `intrinsic.csv`.",
-        "", markdown_table(intrinsic_for_markdown(intrinsic)), "",
+        f"{corpus_line(runs)} Held-out accuracy (%), mean ± sd over pretraining seeds; budget: means. "
+        "`intrinsic.csv`.", "", markdown_table(intrinsic_for_markdown(intrinsic)), "",
         "### Contrasts between arms, averaged over tasks", "",
         "diff = accuracy(arm) − accuracy(baseline), in points. Per task: `arm_contrasts.csv`.", "",
         markdown_table(differences_for_markdown(contrasts, [*STRATUM, "contrast", "arm", "baseline", "pooling",
