@@ -6,12 +6,14 @@
   verdict.py     the question, the verdict sentences and the caveats
   tables.py      the accuracy grid, markdown and LaTeX
   figures.py     accuracy, accuracy per layer, win / tie / loss
+  arms.py        the pretraining arms, compared paired by pretraining seed: contrasts, gaps, intrinsic accuracy
   write.py       REPORT.md and the CSVs, the console summary, the CLI and the Hydra callback
 
 The console script (`poolbench.report:main`) and the Hydra callback (`poolbench.report.MultirunReport`)
 are named through this package.
 """
 
+from poolbench.report.arms import arm_accuracy, arm_contrasts, arms_section, cls_mean_gap, intrinsic_table
 from poolbench.report.collect import Collection, ReportError, read_local, read_wandb, wandb_record
 from poolbench.report.statistics import (
     across_cells,
@@ -25,6 +27,7 @@ from poolbench.report.statistics import (
 )
 from poolbench.report.write import MultirunReport, build_report, main, write_report
 
-__all__ = ["Collection", "MultirunReport", "ReportError", "across_cells", "bootstrap_ci", "build_report",
-           "compare_to_cls", "holm", "main", "mcnemar_exact", "mean_with_ci", "paired_comparison", "read_local",
-           "read_wandb", "summarize", "wandb_record", "write_report"]
+__all__ = ["Collection", "MultirunReport", "ReportError", "across_cells", "arm_accuracy", "arm_contrasts",
+           "arms_section", "bootstrap_ci", "build_report", "cls_mean_gap", "compare_to_cls", "holm", "intrinsic_table",
+           "main", "mcnemar_exact", "mean_with_ci", "paired_comparison", "read_local", "read_wandb", "summarize",
+           "wandb_record", "write_report"]

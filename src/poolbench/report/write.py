@@ -12,6 +12,8 @@ into one output directory:
                     (task x backbone) at each backbone's final layer, Holm-adjusted
   table.tex         booktabs table of test accuracy, mean ± sd, final layer, best per row in bold
   *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
+  arm_*.csv, intrinsic.csv, arms.png
+                    with backbones pretrained here in arms: the arms compared (report/arms.py)
   REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
 
 Every number and every sentence of the verdict is computed from the records; the statistics are
@@ -36,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench.records import Record
+from poolbench.report.arms import arms_section
 from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
                                       runs_table, sweep_commands)
 from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_loss
@@ -176,6 +179,10 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
         f"over the {int(across['p'].notna().sum())} groups below.", "",
         *(verdict or ["No pooling could be compared with cls: no cell holds both."]), "",
         "## Caveats", "", *([f"- {note}" for note in notes] or ["- None found in the data."]), "",
+    ]
+    if "arm" in runs and runs["arm"].notna().any():  # backbones pretrained here, in arms (report/arms.py)
+        lines += arms_section(runs, out)
+    lines += [
         "## Test accuracy (%) at the final layer", "",
         "Mean ± sd over seeds; best readout per row in bold. Every layer and setting, with 95% CIs: `summary.csv`.", "",
         markdown_table(accuracy_cells(mean, sd, " ± ", lambda text: f"**{text}**").reset_index()
