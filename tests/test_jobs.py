@@ -72,7 +72,9 @@ NOT_IDENTITY = {
     ProbeConfig: {"name", "encode_batch_tokens"},  # the mode is in the identity already; a speed knob
     FinetuneConfig: {"name", "num_workers"},  # the same; a speed knob
     TrainerConfig: {"log_every_n_steps", "num_sanity_val_steps", "enable_progress_bar", "enable_model_summary"},
-    BackboneConfig: {"trained_pooler"},  # a guard on pooling=pooler: it changes no number
+    # trained_pooler: a guard on pooling=pooler, it changes no number. pretrain: the job owner names a
+    # built recipe by its location (<arm>-<size>-<hash of every recipe field and the corpus>).
+    BackboneConfig: {"trained_pooler", "pretrain"},
     TaskConfig: set(),
 }
 ALLOW_LISTS = {ProbeConfig: jobs.PROBE_IDENTITY, FinetuneConfig: jobs.FINETUNE_IDENTITY,
