@@ -108,3 +108,44 @@ def test_an_out_of_range_value_stops_before_any_work_with_a_one_line_reason(pool
     assert result.returncode == 2
     assert "invalid config: mode.lr=-1.0 is out of range: it must be > 0." in result.stdout + result.stderr
     assert "Traceback" not in result.stderr and not list((tmp_path / "outputs").rglob("record.json"))
+
+
+@pytest.mark.slow
+def test_the_ablation_sweep_pretrains_each_arm_once_probes_it_refuses_what_does_not_combine_and_reports_arms(
+        poolbench_cli, tmp_path, cache_dir):
+    """`experiment=nsp_ablation`, shrunk to seconds (3 pretraining steps, 2 arms x 2 pretraining seeds,
+    one probe part, cls and pooler): each recipe is built once by the first job that needs it and
+    named in the records; mlm_pairs' pooler jobs are refused with a record; the report holds the
+    between-arm section, whose unit of replication is the pretraining seed (n = 2 here). A re-launch
+    reuses every record and builds nothing."""
+    sweep = ["-m", "experiment=nsp_ablation", "backbone.pretrain.arm=mlm_nsp,mlm_pairs", "backbone.pretrain.seed=0,1",
+             "backbone.pretrain.steps=3", "backbone.pretrain.batch_size=8", "study_part=probe-mcid", "pooling=cls,pooler",
+             "mode.max_epochs=2", f"hydra.callbacks.report.out={tmp_path / 'results'}"]
+    poolbench_cli(*sweep)
+    built = sorted(p.name for p in (cache_dir / "pretrained").iterdir() if p.is_dir())
+    assert len(built) == 4 and not any(name.endswith(".work") for name in built), built
+    [sweep_dir] = (tmp_path / "outputs" / "nsp_ablation").iterdir()
+    records = list(find_records(sweep_dir))
+    finished = [r for r in records if r.status == "finished"]
+    refused = [r for r in records if r.status == "refused"]
+    # mlm_nsp: cls at layers 0-2 and the pooler; mlm_pairs: cls at layers 0-2; per pretraining seed.
+    assert len(finished) == 2 * (4 + 3) and len(refused) == 2
+    assert all(r.factors.backbone == "mlm_pairs-tiny" and "arm mlm_pairs trains no sentence head" in r.error
+               for r in refused)
+    for record in finished:
+        location = record.config["backbone"]["location"]
+        assert location in built and location.startswith(record.factors.backbone)
+        assert record.factors.backbone_seed == record.config["backbone"]["pretrain"]["seed"]
+        assert 0 <= record.metrics["pretrain/mlm_acc"] <= 1 and record.metrics["pretrain/steps"] == 3
+    assert len({r.config["backbone"]["location"] for r in finished}) == 4  # each arm x seed its own backbone
+    report = (tmp_path / "results" / "REPORT.md").read_text()
+    assert "## Pretraining arms" in report and "refused configs (nothing ran) | 2" in report
+    contrasts = pd.read_csv(tmp_path / "results" / "arm_contrasts.csv")
+    loss_effect = contrasts[(contrasts["task"] == "all tasks") & (contrasts["pooling"] == "cls")
+                            & (contrasts["arm"] == "mlm_nsp") & (contrasts["baseline"] == "mlm_pairs")]
+    assert list(loss_effect["n"]) == [2]
+
+    mtimes = {name: (cache_dir / "pretrained" / name / "model.safetensors").stat().st_mtime for name in built}
+    relaunch = poolbench_cli(*sweep)
+    assert relaunch.stdout.count("already finished") == 14, relaunch.stdout[-2000:]
+    assert mtimes == {name: (cache_dir / "pretrained" / name / "model.safetensors").stat().st_mtime for name in built}

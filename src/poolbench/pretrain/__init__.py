@@ -8,7 +8,7 @@ documents, arms differing only in how segments are built and in the sentence los
   model.py      BertForPreTraining with MLM at masked positions only and the sentence loss through the pooler
   recipe.py     a Recipe (arm, size, data, optimisation, seed) and the cached, resumable build it names
 
-build.py      one recipe -> a backbone in the cache, loaded as backbone.source=pretrained location=<recipe.name>
-
-Not yet wired to the job owner: no Hydra entry or study builds the arms; a missing recipe is not built on demand.
+build.py      one recipe -> a backbone in the cache, loaded as backbone.source=pretrained location=<recipe.name>;
+              `ensure_pretrained` is the job owner's pretraining stage: `backbone=pretrained` jobs build
+              their recipe on first use (experiment=nsp_ablation runs the whole study)
 """

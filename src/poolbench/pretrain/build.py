@@ -74,10 +74,14 @@ def ensure_pretrained(backbone: BackboneConfig, cache_dir: str | Path | None = N
     if not (directory / "config.json").exists():
         build_backbone(recipe, cache_dir, checkpoint_every=options.checkpoint_every,
                        accelerator=options.accelerator, devices=options.devices)
-    intrinsic = json.loads((directory / "intrinsic.json").read_text())
-    if "held_out" not in intrinsic:
-        intrinsic["held_out"] = intrinsic_scores(directory, recipe, cache_dir)
-    return dataclasses.replace(backbone, location=recipe.name), pretrain_facts(recipe, intrinsic, cache_dir)
+    path = directory / "intrinsic.json"
+    intrinsic = json.loads(path.read_text())
+    if "facts" not in intrinsic:  # computed once per backbone: a re-launched study only reads them
+        if "held_out" not in intrinsic:
+            intrinsic["held_out"] = intrinsic_scores(directory, recipe, cache_dir)
+        intrinsic["facts"] = pretrain_facts(recipe, intrinsic, cache_dir)
+        atomic_write_bytes(path, json.dumps(intrinsic, indent=2).encode())
+    return dataclasses.replace(backbone, location=recipe.name), intrinsic["facts"]
 
 
 def pretrain_facts(recipe: Recipe, intrinsic: dict, cache_dir: str | Path | None = None) -> dict[str, float]:

@@ -37,8 +37,11 @@ def sort_poolings(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def backbone_label(row: pd.Series) -> str:
-    """A backbone as tables and figures name it: random-init controls and subsampled training marked."""
+    """A backbone as tables and figures name it: the pretraining seed (p<seed>) of a backbone
+    pretrained here, random-init controls and subsampled training marked."""
     label = str(row["backbone"])
+    if pd.notna(row.get("backbone_seed")):  # one backbone per pretraining seed: a column each
+        label += f" p{int(row['backbone_seed'])}"
     if row["init"] != "pretrained":
         label += f" ({row['init']} init)"
     if row["max_train_examples"] != "all":
