@@ -6,6 +6,7 @@ sop_* evaluation tasks are balanced, split by document, and swap real consecutiv
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 
@@ -312,3 +313,20 @@ def test_sequence_length_does_not_tell_next_from_random(arms):
     mean = {label: np.mean(values) for label, values in lengths.items()}
     full = {label: np.mean(np.asarray(values) == SEQ_LEN) for label, values in lengths.items()}
     assert abs(mean[0] - mean[1]) < 1 and abs(full[0] - full[1]) < 0.03, (mean, full)
+
+
+def test_the_tokenizer_is_the_same_in_every_build(tmp_path):
+    """Two trainings on one corpus give one vocabulary, ids included, even where the alphabet limit
+    (1000 characters) must choose among 1500 equally rare characters: WordPiece's own limit breaks
+    those ties in hash order, which differs between builds."""
+    from poolbench.pretrain.tokenizer import LIMIT_ALPHABET, train_wordpiece
+
+    rare = [chr(0x4E00 + i) for i in range(LIMIT_ALPHABET + 500)]  # CJK ideographs, each seen twice
+    documents = [[f"the cat sat on the mat {rare[i]} and {rare[(i + 1) % len(rare)]}."] for i in range(len(rare))]
+    vocabularies = []
+    for build in range(2):
+        train_wordpiece(documents, 4096, tmp_path / str(build))
+        vocabularies.append(json.loads((tmp_path / str(build) / "tokenizer.json").read_text())["model"]["vocab"])
+    assert vocabularies[0] == vocabularies[1]
+    kept = {token for token in vocabularies[0] if len(token) == 1 and "\u4e00" <= token <= "\u9fff"}
+    assert kept and len(kept) < len(rare)  # the limit did cut the rare characters
