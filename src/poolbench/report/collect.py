@@ -116,7 +116,9 @@ def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iter
     # A failed job that later finished (a re-launched sweep) is not a failure of the study.
     finished_ids = {r.run_id for r in finished}
     failed = {r.run_id: r for r in records if r.status == "failed" and r.run_id not in finished_ids}
-    refused = {r.run_id: r for r in records if r.status == "refused"}
+    # A refused job's run id is computed before its backbone is named (a recipe not yet built), so
+    # its factors (the pretraining seed among them) tell refused jobs apart.
+    refused = {(r.run_id, _setting_and_seed(r)): r for r in records if r.status == "refused"}
     return Collection(list(newest.values()), list(failed.values()), list(refused.values()), list(unreadable),
                       list(missing),
                       duplicates=len(finished) - len(unique), superseded=len(unique) - len(newest))
