@@ -41,6 +41,13 @@ def frequent_characters(sentences: Iterable[str], normalizer, limit: int) -> lis
     return sorted(sorted(counts), key=lambda char: -counts[char])[:limit]
 
 
+def canonical_ids(vocab: dict[str, int]) -> dict[str, int]:
+    """The trainer's vocabulary with its continuation characters ("##a", "##b", ...) numbered by
+    character: it adds them in hash order, so their ids (not the set) changed between builds."""
+    continuation = sorted(token for token in vocab if token.startswith("##") and len(token) == 3)
+    return {**vocab, **dict(zip(continuation, sorted(vocab[token] for token in continuation)))}
+
+
 def train_wordpiece(documents: Sequence[list[str]], vocab_size: int, out: Path) -> None:
     """Train WordPiece on the documents' sentences and save it as a BertTokenizer in `out`."""
     from transformers import BertTokenizerFast
@@ -51,14 +58,14 @@ def train_wordpiece(documents: Sequence[list[str]], vocab_size: int, out: Path) 
     model.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = frequent_characters(_sentences(documents), model.normalizer, LIMIT_ALPHABET)
     # The trainer's own limit_alphabet breaks ties between equally rare characters in hash order,
-    # which changes between processes (measured: 161 of 8,192 entries differed between two builds
-    # of the packaged corpus). Given exactly the alphabet to keep, it keeps that.
+    # which changes between builds (measured: 161 of 8,192 entries differed between two builds of
+    # the packaged corpus). Given exactly the alphabet to keep, it keeps that.
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=MIN_FREQUENCY,
                                         special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet,
                                         limit_alphabet=len(alphabet), continuing_subword_prefix="##")
     model.train_from_iterator(_sentences(documents), trainer)
     # BertTokenizerFast rebuilds BERT's normaliser, pre-tokenizer, post-processor and decoder around the vocabulary.
-    tokenizer = BertTokenizerFast(vocab=model.get_vocab(), do_lower_case=True, strip_accents=True,
+    tokenizer = BertTokenizerFast(vocab=canonical_ids(model.get_vocab()), do_lower_case=True, strip_accents=True,
                                   tokenize_chinese_chars=True, model_max_length=MODEL_MAX_LENGTH)
     tokenizer.save_pretrained(str(out))
 
