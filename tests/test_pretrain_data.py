@@ -20,7 +20,7 @@ from poolbench.pretrain.examples import (ARMS, IGNORE_INDEX, MASK_RATE, Pretrain
                                          collate, epochs_seen)
 from poolbench.pretrain.tokenizer import SPECIAL_TOKENS, load_tokenizer, tokenizer_dir
 from poolbench.tasks import LOADERS, SPLITS, sentence_order_pairs, split_sentences, task_configs
-from poolbench.tasks.catalog import PAIR_SOURCES
+from poolbench.tasks.catalog import DERIVED_SOURCES
 from poolbench.tasks.packaged import PACKAGED_LOADERS
 from poolbench.tasks.preparation import normal_form, prepare
 
@@ -217,11 +217,12 @@ def test_held_out_keeps_the_fragments_of_one_text_together():
 
 def _packaged_tasks_from_corpus_sources() -> list:
     """The packaged conf/task options whose documents come from a corpus source (the source tasks,
-    and the nsp_*/sop_* tasks built from them)."""
+    and the nsp_*/sop_*/probe_* tasks built from them)."""
     sources = {(cfg.source, cfg.location) for cfg in corpus_sources()}
     tasks = []
     for cfg in task_configs():
-        source = tuple(cfg.location.partition(":")[::2]) if cfg.source in PAIR_SOURCES else (cfg.source, cfg.location)
+        derived = cfg.source in DERIVED_SOURCES
+        source = tuple(cfg.location.partition(":")[::2]) if derived else (cfg.source, cfg.location)
         if source in sources:
             tasks.append(cfg)
     return tasks
@@ -230,10 +231,11 @@ def _packaged_tasks_from_corpus_sources() -> list:
 def test_corpus_shares_no_sentence_with_any_evaluation_split(cache_dir):
     """Known answer: no case-folded, whitespace-collapsed sentence (or text) of a validation or test
     example of any packaged task built from the corpus sources (yahoo_answers, 20newsgroups, bbc_news,
-    nsp_*, sop_*; DBPedia's own dev/test) is a sentence of the corpus (first 500 training documents
+    nsp_*, sop_*, probe_*; DBPedia's own dev/test) is a sentence of the corpus (first 500 training documents
     per source; the exclusion set is complete)."""
     tasks = _packaged_tasks_from_corpus_sources()
-    assert {"nsp_bbc", "sop_bbc", "nsp_yahoo", "sop_yahoo", "sop_20newsgroups", "bbc_news"} <= {t.name for t in tasks}
+    assert {"nsp_bbc", "sop_bbc", "nsp_yahoo", "sop_yahoo", "sop_20newsgroups", "bbc_news", "probe_length",
+            "probe_words", "probe_order"} <= {t.name for t in tasks}
     try:
         corpus = load_corpus(cache_dir, limit=500)
     except Exception as error:  # a source package missing

