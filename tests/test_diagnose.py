@@ -19,14 +19,15 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from poolbench.backbones import PACKAGED, Backbone, load_backbone
+from poolbench.backbones import PACKAGED, Backbone, forward_hidden_states, load_backbone
 from poolbench.config import CONF_DIR, BackboneConfig
-from poolbench.diagnose.attention import attention_metrics, entropy, readout_attention, summarize_attention
+from poolbench.diagnose.attention import (attention_metrics, eager_attention, entropy, readout_attention,
+                                          summarize_attention)
 from poolbench.diagnose.erasure import (erasure_sensitivity, neutral_token, relative_bin, summarize_erasure)
 from poolbench.diagnose.geometry import (anisotropy, centroid_predict, cls_mean_cosine, knn_predict, majority_floor,
                                          training_free_accuracy)
 from poolbench.diagnose.stats import mean_over_texts
-from poolbench.diagnose.tokens import tokenize_texts
+from poolbench.diagnose.tokens import special_mask, tokenize_texts
 from poolbench.features import encode_batch
 from poolbench.pooling import POOLINGS
 
@@ -111,6 +112,29 @@ def test_real_attention_rows_sum_to_one_over_real_tokens_whichever_side_pads(loa
     np.testing.assert_allclose(frames["left"][numbers], frame[numbers], atol=1e-5)  # positions count real tokens
     summary = summarize_attention(frame)
     assert len(summary) == backbone.num_layers * 2 and (summary["n_texts"] == len(TEXTS)).all()
+
+
+def test_eager_attention_computes_the_same_states_and_is_switched_back(load):
+    """The weights read belong to the function the other measures run (SDPA): same states, float rounding apart."""
+    backbone = load("minilm-l6")
+    batch = tokenize_texts(backbone, TEXTS)
+    with torch.inference_mode():
+        default = forward_hidden_states(backbone.model, batch)
+        with eager_attention(backbone.model) as model:
+            assert model.config._attn_implementation == "eager"
+            eager = forward_hidden_states(model, batch)
+    assert backbone.model.config._attn_implementation == "sdpa"
+    real = batch["attention_mask"].bool()
+    for d, e in zip(default, eager):
+        torch.testing.assert_close(e[real], d[real], atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_tokens_are_content_and_padding_is_neither(load):
+    tokenizer = load("minilm-l6").tokenizer
+    batch = tokenizer(["hello \u2603 world", "hi"], padding=True, return_tensors="pt")
+    assert tokenizer.unk_token_id in batch["input_ids"][0].tolist()  # the snowman is not in the vocabulary
+    assert special_mask(tokenizer, batch["input_ids"], batch["attention_mask"]).tolist() == [
+        [True, False, False, False, True], [True, False, True, False, False]]
 
 
 def assert_first_token_sees_only_itself(backbone: Backbone) -> None:

@@ -7,7 +7,7 @@ each, per layer and head, over REAL tokens only (padding gets weight 0, and is e
   entropy    nats of the attention row, -sum p log p (0 log 0 = 0)
   breadth    exp(entropy) / n_real: 1 for a uniform row, 1/n_real for a row on one token
   self       weight on the position itself
-  special    weight on OTHER special tokens (tokenizer.all_special_ids: [CLS], [SEP], BOS, EOS)
+  special    weight on OTHER special tokens (tokenizer.all_special_ids but unk: [CLS], [SEP], BOS, EOS)
   content    weight on OTHER non-special tokens
   real_mass  weight on all real tokens = self + special + content; 1 up to rounding
   n_real     real tokens in the text

@@ -1,8 +1,9 @@
 """Texts to a padded batch, and which of its tokens are special, for the diagnose measures.
 
 Special tokens are the tokenizer's `all_special_ids` ([CLS], [SEP], BOS, EOS, ...) at REAL
-positions; padding is neither special nor content (it is masked out of attention and pooling),
-which matters for decoders whose pad token is their EOS.
+positions, except the unknown token: [UNK] stands in for a word of the text (a WordPiece tokenizer
+emits it for a character it lacks), so it is content. Padding is neither special nor content (it is
+masked out of attention and pooling), which matters for decoders whose pad token is their EOS.
 """
 
 from __future__ import annotations
@@ -26,6 +27,6 @@ def tokenize_texts(backbone: Backbone, texts: Sequence[str], max_length: int = 1
 
 
 def special_mask(tokenizer, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """bool, shaped like input_ids: a real token whose id is one of the tokenizer's special ids."""
-    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=input_ids.dtype)
+    """bool, shaped like input_ids: a real token whose id is one of the tokenizer's special ids, not unk."""
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}), dtype=input_ids.dtype)
     return torch.isin(input_ids, special_ids) & attention_mask.bool()
