@@ -24,8 +24,8 @@ from poolbench.config import CONF_DIR, BackboneConfig
 from poolbench.diagnose.attention import (attention_metrics, eager_attention, entropy, readout_attention,
                                           summarize_attention)
 from poolbench.diagnose.erasure import (erasure_sensitivity, neutral_token, relative_bin, summarize_erasure)
-from poolbench.diagnose.geometry import (anisotropy, centroid_predict, cls_mean_cosine, knn_predict, majority_floor,
-                                         training_free_accuracy)
+from poolbench.diagnose.geometry import (anisotropy, centroid_predict, cls_mean_cosine, cls_mean_frame, geometry_table,
+                                         knn_predict, majority_floor, training_free_accuracy)
 from poolbench.diagnose.stats import mean_over_texts
 from poolbench.diagnose.tokens import special_mask, tokenize_texts
 from poolbench.features import encode_batch
@@ -326,6 +326,20 @@ def test_an_encoders_layer0_cls_scores_at_the_floor_and_later_readouts_above_it(
     assert last["centroid"] > scores["floor"] + 0.3 and last["knn"] > scores["floor"] + 0.3
     cosines = cls_mean_cosine(vectors["cls"], vectors["mean"])  # [layers + 1, n]
     assert cosines.shape == (backbone.num_layers + 1, len(texts)) and np.all(np.abs(cosines) <= 1 + 1e-9)
+
+
+def test_the_geometry_table_reads_a_cached_feature_set(make_cfg, features_of):
+    found, _ = features_of(make_cfg("mode=probe", "task=mcid", "backbone=tiny-bert"))
+    table = geometry_table(found, poolings=("cls", "mean"), k=5, n_pairs=100)
+    assert len(table) == 2 * (found.num_layers + 1)
+    assert list(table.columns) == ["pooling", "layer", "centroid", "knn", "floor", "anisotropy"]
+    train_x, test_x = (found.vectors(split, "mean", [1])[0].numpy() for split in ("train", "test"))
+    row = table[(table["pooling"] == "mean") & (table["layer"] == 1)].iloc[0]
+    expected = training_free_accuracy(train_x, found.labels("train").numpy(), test_x, found.labels("test").numpy(), 5)
+    assert {key: row[key] for key in expected} == expected
+    assert row["anisotropy"] == anisotropy(test_x, 100)
+    cosines = cls_mean_frame(found)
+    assert len(cosines) == (found.num_layers + 1) * found.size("test") and cosines["cosine"].abs().max() <= 1 + 1e-9
 
 
 # --------------------------------------------------------------------------- summaries
