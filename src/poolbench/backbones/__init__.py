@@ -10,8 +10,8 @@ The cache, package files, the hub probe and the `Unavailable` error are poolbenc
 """
 
 from poolbench.backbones.core import (DTYPES, MODEL_INPUTS, Backbone, catalog_rows, forward_hidden_states, known_facts,
-                                      load_backbone)
+                                      load_backbone, model_inputs)
 from poolbench.backbones.packaged import PACKAGED, PackagedBackbone
 
 __all__ = ["DTYPES", "MODEL_INPUTS", "PACKAGED", "Backbone", "PackagedBackbone", "catalog_rows",
-           "forward_hidden_states", "known_facts", "load_backbone"]
+           "forward_hidden_states", "known_facts", "load_backbone", "model_inputs"]

@@ -101,10 +101,17 @@ def forward_hidden_states(model: PreTrainedModel, batch: Mapping[str, Tensor]) -
     real token of a short row would sit at position 3, say: absolute position embeddings (BERT,
     GPT-2) then change the result. Positions counted over real tokens only make left and right
     padding give the same states (rotary models, Llama and Gemma, are shift-invariant anyway)."""
+    return model(**model_inputs(model, batch), output_hidden_states=True).hidden_states
+
+
+def model_inputs(model: PreTrainedModel, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The keyword arguments of a forward pass over `batch`: its model inputs, plus positions counted
+    over real tokens (see forward_hidden_states). For callers that need other outputs of the same
+    pass, such as attention weights."""
     inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
     if model.config.model_type not in _POSITIONS_FROM_INPUT_IDS:
         inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(dim=1) - 1).clamp(min=0)
-    return model(**inputs, output_hidden_states=True).hidden_states
+    return inputs
 
 
 # --------------------------------------------------------------------------- size facts
