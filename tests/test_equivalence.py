@@ -14,8 +14,13 @@ from scipy import stats
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW, ttost_paired
 
+from poolbench import records
+from poolbench.report import main
 from poolbench.report.equivalence import flips, minimum_detectable_difference, sign_flip_test, stratified_mean, tost
-from poolbench.report.statistics import ALPHA, mcnemar_exact, wilcoxon_over_cells
+from poolbench.report.statistics import (ALPHA, across_cells, compare_to_cls, example_differences, flip_table, holm,
+                                         mcnemar_exact, wilcoxon_over_cells)
+from poolbench.report.verdict import verdict_lines
+from test_report import write_run  # the synthetic records of test_report.py: 200 test examples, cls right on 100
 
 SIZES = np.array([-1, -0.5, 0, 0.5, 1])  # the seed-averaged difference of one example, with two seeds
 
@@ -142,3 +147,112 @@ def test_flips_count_by_the_sign_of_the_seed_averaged_difference_and_list_the_cl
     found = flips(differences, examples=3)
     assert found == {"n_a_right_b_wrong": 4, "n_b_right_a_wrong": 2, "ids_a_right_b_wrong": [3, 8, 7],
                      "ids_b_right_a_wrong": [2, 4]}
+
+
+# In memory, the tests across cells and the verdict: two cells (tasks) of 2000 test examples, two
+# seeds that agree. mean is right on 160 examples cls gets wrong and wrong on 60 it gets right
+# (+5 points); max is cls example for example; last trades 200 examples each way (0 points, but
+# 20% of the examples disagree).
+N = 2000
+FLIPS = {"cls": (0, 0), "mean": (160, 60), "max": (0, 0), "last": (200, 200)}  # (newly right, newly wrong)
+
+
+def in_memory_study() -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    cls_right = np.arange(N) % 10 < 7  # 70% right
+    rows, correct = [], {}
+    for task in ("t0", "t1"):
+        for pooling, (gained, lost) in FLIPS.items():
+            right = cls_right.copy()
+            right[np.flatnonzero(~cls_right)[:gained]] = True
+            right[np.flatnonzero(cls_right)[:lost]] = False
+            for seed in (0, 1):
+                run_dir = f"{task}-{pooling}-{seed}"
+                correct[run_dir] = pd.Series(right, index=np.arange(N))
+                rows.append({"backbone": "enc", "family": "encoder_mlm", "init": "pretrained", "task": task,
+                             "mode": "probe", "layer": 4, "num_layers": 4, "max_train_examples": "all",
+                             "backbone_seed": np.nan, "pooling": pooling, "seed": seed, "dir": run_dir,
+                             "test/acc": right.mean()})
+    return pd.DataFrame(rows), correct
+
+
+def verdict_of(margin: float) -> tuple[pd.DataFrame, dict[str, str]]:
+    runs, correct = in_memory_study()
+    comparisons = compare_to_cls(runs, correct, margin)
+    across = across_cells(comparisons, example_differences(runs, correct), margin)
+    lines = verdict_lines(across, margin)
+    return across.set_index("pooling"), {pooling: line for pooling, line in zip(across["pooling"], lines)}
+
+
+def test_two_cells_give_a_three_way_verdict_where_the_wilcoxon_cannot_run():
+    across, lines = verdict_of(0.01)
+    assert across["p"].isna().all()  # two cells: no Wilcoxon
+    assert across["outcome3"].to_dict() == {"mean": "different", "max": "equivalent", "last": "inconclusive"}
+    assert across.loc["mean", "perm_p"] == pytest.approx(1 / 10_001)
+    assert across.loc["last", "perm_p"] == 1.0 and across.loc["max", "perm_p"] == 1.0
+    # last: 0 points, variance 0.2 * N / (N - 1) in each cell of N: se = sqrt(2 * variance / N) / 2 = 0.0071.
+    se = np.sqrt(2 * 0.2 / (N - 1)) / 2
+    assert across.loc["last", "tost_p"] == pytest.approx(stats.t.sf(0.01 / se, 2 * (N - 1)))
+    assert across.loc["last", "mdd"] == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se, rel=1e-3)
+    assert across["tost_p_holm"].to_dict() == pytest.approx(holm(across["tost_p"]).to_dict())
+    assert "Wilcoxon over cells not run: 2 cells, it needs 6" in lines["mean"]
+    assert lines["mean"].endswith("→ mean beats cls across cells.")
+    assert lines["max"].endswith("→ max and cls equivalent within ±1.0 points.")
+    assert lines["last"].endswith("→ inconclusive (could not detect less than 2.0 points).")
+    assert "sign-flip test p=1.000, Holm p=1.000; TOST within ±1.0 points p=0.079" in lines["last"]
+
+
+def test_a_wider_margin_makes_the_null_result_an_equivalence():
+    across, lines = verdict_of(0.05)
+    assert across["outcome3"].to_dict() == {"mean": "different", "max": "equivalent", "last": "equivalent"}
+    assert lines["last"].endswith("→ last and cls equivalent within ±5.0 points.")
+    # +5 points, significantly: mean is different, and not within ±5 points.
+    assert lines["mean"].endswith("→ mean beats cls across cells.")
+    across, lines = verdict_of(0.1)
+    assert lines["mean"].endswith("→ mean beats cls across cells, by less than 10.0 points.")
+
+
+def test_each_comparison_has_its_equivalence_test_and_detectable_difference():
+    runs, correct = in_memory_study()
+    comparisons = compare_to_cls(runs, correct, 0.01).set_index(["task", "pooling"])
+    last = comparisons.loc[("t0", "last")]
+    assert last["tost_p"] == pytest.approx(stats.t.sf(0.01 / np.sqrt(0.2 * N / (N - 1) / N), N - 1))
+    assert comparisons["tost_p_holm"].tolist() == pytest.approx(holm(comparisons["tost_p"]).tolist())
+    assert comparisons["outcome3"].to_dict() == {
+        (task, pooling): outcome for task in ("t0", "t1")
+        for pooling, outcome in [("mean", "different"), ("max", "equivalent"), ("last", "inconclusive")]}
+    assert (comparisons["outcome"].loc[:, "last"] == "tie").all()  # the columns that were there stay as they were
+
+
+def test_flip_table_pairs_every_two_readouts_and_averages_seeds_first():
+    runs, correct = in_memory_study()
+    flipped = flip_table(runs, correct).set_index(["task", "readout_a", "readout_b"])
+    assert len(flipped) == 2 * 6  # two cells, every pair of four readouts
+    cls_mean = flipped.loc[("t0", "cls", "mean")]
+    assert (cls_mean["n_a_right_b_wrong"], cls_mean["n_b_right_a_wrong"]) == (60, 160)
+    wrong_under_cls = np.flatnonzero(np.arange(N) % 10 >= 7)
+    assert cls_mean["ids_b_right_a_wrong"] == ",".join(map(str, wrong_under_cls[:10]))
+    # Examples 7 and 8: mean right and max wrong on both seeds. Now on seed 1, example 7 goes the other way
+    # (differences +1 and -1: averaged, 0, no flip, where counting per seed would find one each way), and
+    # mean is wrong on example 8 (+1 and 0: averaged +0.5, still a flip, listed after the clearer ones).
+    for run_dir, example, right in [("t0-mean-1", 7, False), ("t0-max-1", 7, True), ("t0-mean-1", 8, False)]:
+        correct[run_dir] = correct[run_dir].copy()
+        correct[run_dir][example] = right
+    mean_max = flip_table(runs, correct).set_index(["task", "readout_a", "readout_b"]).loc[("t0", "mean", "max")]
+    assert (mean_max["n_a_right_b_wrong"], mean_max["n_b_right_a_wrong"]) == (159, 60)
+    assert mean_max["ids_a_right_b_wrong"] == "9,17,18,19,27,28,29,37,38,39"
+
+
+def test_the_margin_reaches_the_report_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "git_commit", lambda: "abc1234")
+    for pooling in ("cls", "max"):
+        for seed in (0, 1):
+            write_run(tmp_path / "runs" / f"{pooling}-{seed}", "enc-a", "t0", pooling, seed)
+    for margin, conclusion in [([], "inconclusive (could not detect less than 2.0 points)"),
+                               (["--margin", "0.05"], "max and cls equivalent within ±5.0 points")]:
+        assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *margin]) == 0
+        assert f"→ {conclusion}." in (tmp_path / "out" / "REPORT.md").read_text()
+    across = pd.read_csv(tmp_path / "out" / "across_cells.csv")
+    assert list(across.columns[-6:]) == ["perm_p", "perm_p_holm", "tost_p", "tost_p_holm", "mdd", "outcome3"]
+    assert (tmp_path / "out" / "flips.csv").exists()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--margin", "1"])
