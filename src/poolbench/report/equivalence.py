@@ -37,7 +37,9 @@ def equivalence_variance(differences: np.ndarray, margin: float) -> float:
     p = 0, while a true one-point difference carried that way leaves all 200 alike 13% of the time
     (0.99^200); with the floor, p = 0.08. Readouts that disagree on more than about a share
     `margin` of the examples, as cls and another readout do on real tasks, have a sample variance
-    above the floor, and the tests are the plain t-tests."""
+    above the floor, and the tests are the plain t-tests. (With several seeds, an example that flips
+    on only some of them counts for less: many such examples can leave the sample variance under
+    the floor, and the floor then makes the tests conservative.)"""
     return max(float(np.var(differences, ddof=1)), margin * (1 - margin))
 
 
