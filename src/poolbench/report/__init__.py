@@ -3,6 +3,8 @@
   naming.py      the shared vocabulary: settings, cells, pooling order, backbone labels, p-values
   collect.py     records read from dirs or W&B, each run counted once; per-example predictions
   statistics.py  t-intervals, paired bootstrap, McNemar, Holm, Wilcoxon: pure functions of frames
+  equivalence.py TOST within a margin, minimum detectable difference, a sign-flip test over examples
+                 for any number of cells, the examples that flip between two readouts
   verdict.py     the question, the verdict sentences and the caveats
   tables.py      the accuracy grid, markdown and LaTeX
   figures.py     accuracy, accuracy per layer, win / tie / loss
@@ -19,6 +21,8 @@ from poolbench.report.statistics import (
     across_cells,
     bootstrap_ci,
     compare_to_cls,
+    example_differences,
+    flip_table,
     holm,
     mcnemar_exact,
     mean_with_ci,
@@ -28,6 +32,6 @@ from poolbench.report.statistics import (
 from poolbench.report.write import MultirunReport, build_report, main, write_report
 
 __all__ = ["Collection", "MultirunReport", "ReportError", "across_cells", "arm_accuracy", "arm_contrasts",
-           "arms_section", "bootstrap_ci", "build_report", "cls_mean_gap", "compare_to_cls", "holm", "intrinsic_table",
-           "main", "mcnemar_exact", "mean_with_ci", "paired_comparison", "read_local", "read_wandb", "summarize",
-           "wandb_record", "write_report"]
+           "arms_section", "bootstrap_ci", "build_report", "cls_mean_gap", "compare_to_cls", "example_differences",
+           "flip_table", "holm", "intrinsic_table", "main", "mcnemar_exact", "mean_with_ci", "paired_comparison",
+           "read_local", "read_wandb", "summarize", "wandb_record", "write_report"]

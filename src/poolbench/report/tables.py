@@ -88,10 +88,12 @@ def comparisons_for_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
                               for low, high in zip(final["ci_low"], final["ci_high"])],
         "McNemar p": final["p"].map(format_p), "Holm p": final["p_holm"].map(format_p),
         "seeds p<0.05": final["seeds_significant"], "outcome": final["outcome"],
+        "TOST Holm p": final["tost_p_holm"].map(format_p), "MDD": final["mdd"], "3-way": final["outcome3"],
     })
 
 
 def across_for_markdown(across: pd.DataFrame) -> pd.DataFrame:
-    return across.assign(p=across["p"].map(format_p), p_holm=across["p_holm"].map(format_p),
+    p_values = ["p", "p_holm", "perm_p", "perm_p_holm", "tost_p", "tost_p_holm"]
+    return across.assign(**{column: across[column].map(format_p) for column in p_values},
                          mean_diff=across["mean_diff"].map(lambda d: f"{d:+.3f}"),
                          median_diff=across["median_diff"].map(lambda d: f"{d:+.3f}"))

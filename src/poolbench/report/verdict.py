@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from poolbench.report.collect import Collection
+from poolbench.report.equivalence import MARGIN
 from poolbench.report.naming import CELL, REFERENCE, format_p
 from poolbench.report.statistics import ALPHA, MIN_WILCOXON_CELLS
 
@@ -19,8 +20,53 @@ QUESTION = (
 FEW_SEEDS = 3  # settings with fewer seeds get a caveat: their t-intervals are wide, or absent
 
 
-def verdict_lines(across: pd.DataFrame) -> list[str]:
-    """One sentence per family x init x mode x pooling, generated from the tests."""
+def points(difference: float) -> str:
+    """An accuracy difference (a fraction) in accuracy points."""
+    return f"{100 * difference:.1f}"
+
+
+def p_is(p: float) -> str:
+    """'p=0.031', or 'p<0.001'."""
+    text = format_p(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
+
+
+def wilcoxon_text(row) -> str:
+    if pd.isna(row.p):
+        return f"Wilcoxon over cells not run: {row.n_cells} cells, it needs {MIN_WILCOXON_CELLS}"
+    return f"Wilcoxon over cells {p_is(row.p)}, Holm {p_is(row.p_holm)}"
+
+
+def example_tests_text(row, margin: float) -> str:
+    return (f"over examples, sign-flip test {p_is(row.perm_p)}, Holm {p_is(row.perm_p_holm)}; "
+            f"TOST within ±{points(margin)} points {p_is(row.tost_p)}, Holm {p_is(row.tost_p_holm)}; "
+            f"detectable at 80% power: {points(row.mdd)} points")
+
+
+def conclusion(row, margin: float) -> str:
+    """The three-way outcome of the tests over examples: different, equivalent within the margin,
+    or inconclusive with the difference that could have gone unseen. Without per-example
+    predictions ('untested'), the Wilcoxon over cells decides, where it ran."""
+    if row.outcome3 == "equivalent":
+        return f"{row.pooling} and cls equivalent within ±{points(margin)} points"
+    if row.outcome3 == "inconclusive":
+        return f"inconclusive (could not detect less than {points(row.mdd)} points)"
+    if row.outcome3 == "untested" and pd.isna(row.p):
+        return "no test across cells"
+    if row.outcome3 == "untested" and row.p_holm >= ALPHA:
+        return "no consistent difference across cells"
+    winner, loser = (row.pooling, "cls") if row.mean_diff > 0 else ("cls", row.pooling)
+    text = f"{winner} beats {loser} across cells"
+    if row.outcome3 == "different" and row.tost_p_holm < ALPHA:
+        text += f", by less than {points(margin)} points"  # both tests reject: a real but small difference
+    if row.outcome3 == "different" and row.p_holm >= ALPHA:
+        text += ", though not consistently cell by cell (Wilcoxon)"
+    return text
+
+
+def verdict_lines(across: pd.DataFrame, margin: float = MARGIN) -> list[str]:
+    """One sentence per family x init x mode x pooling, generated from the tests: how the cells went,
+    the tests across them, and the conclusion."""
     lines = []
     for row in across.itertuples(index=False):
         group = row.family if row.init == "pretrained" else f"{row.family} ({row.init} init)"
@@ -32,18 +78,8 @@ def verdict_lines(across: pd.DataFrame) -> list[str]:
             per_cell = (f"{pooling} > cls on {row.n_higher} of {row.n_cells} cells, {pooling} < cls on "
                         f"{row.n_lower}; per-example tests on {row.n_tested} of them ({row.n_win} significant "
                         f"wins, {row.n_loss} losses after Holm)")
-        if pd.isna(row.p):
-            across_test = f"Wilcoxon over cells not run: {row.n_cells} cells, it needs {MIN_WILCOXON_CELLS}"
-            conclusion = "no test across cells"
-        else:
-            across_test = f"Wilcoxon over cells p={format_p(row.p)}, Holm p={format_p(row.p_holm)}"
-            if row.p_holm >= ALPHA:
-                conclusion = "no consistent difference across cells"
-            elif row.mean_diff > 0:
-                conclusion = f"{pooling} beats cls across cells"
-            else:
-                conclusion = f"cls beats {pooling} across cells"
-        lines.append(f"- **{group}, {row.mode}**: {per_cell} ({across_test}) → {conclusion}.")
+        tests = [wilcoxon_text(row)] + ([] if row.outcome3 == "untested" else [example_tests_text(row, margin)])
+        lines.append(f"- **{group}, {row.mode}**: {per_cell} ({'; '.join(tests)}) → {conclusion(row, margin)}.")
     return lines
 
 
@@ -74,7 +110,8 @@ def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame
     too_few = across["p"].isna()
     if too_few.any():
         notes.append(f"{too_few.sum()} verdict groups have fewer than {MIN_WILCOXON_CELLS} cells: the exact Wilcoxon "
-                     "test cannot reach p < 0.05 there, so it is not run.")
+                     "test cannot reach p < 0.05 there, so it is not run; the sign-flip test over examples, which "
+                     "needs no minimum, decides those with per-example predictions, for these cells only.")
     if collection.failed or collection.missing:
         notes.append(f"Failed runs ({len(collection.failed)}) and jobs without a record ({len(collection.missing)}) "
                      "leave some cells incomplete.")

@@ -7,9 +7,16 @@ into one output directory:
                     a 95% t-interval over seeds
   comparisons.csv   every pooling against cls in the same cell (every factor but the pooling),
                     seeds matched: paired bootstrap CI over test examples, exact McNemar test,
-                    Holm-adjusted p, outcome (win / tie / loss / untested)
-  across_cells.csv  per family x init x mode x pooling: Wilcoxon signed-rank test over the cells
-                    (task x backbone) at each backbone's final layer, Holm-adjusted
+                    Holm-adjusted p, outcome (win / tie / loss / untested); the equivalence test
+                    within ±margin (tost_p, tost_p_holm), the minimum detectable difference at 80%
+                    power (mdd, a fraction like diff) and outcome3 (different / equivalent /
+                    inconclusive / untested)
+  across_cells.csv  per family x init x mode x pooling, the cells (task x backbone) at each
+                    backbone's final layer: Wilcoxon signed-rank test over the cells; over their
+                    examples, a stratified sign-flip test (perm_p), the equivalence test (tost_p)
+                    and mdd; each Holm-adjusted over the groups; outcome3
+  flips.csv         per cell and pair of readouts: the test examples right under one and wrong
+                    under the other, counts and up to ten ids each way
   table.tex         booktabs table of test accuracy, mean ± sd, final layer, best per row in bold
   *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
   arm_*.csv, intrinsic.csv, arms.png
@@ -42,11 +49,13 @@ from poolbench.report.arms import arms_section
 from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
                                       runs_table, sweep_commands)
 from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_loss
-from poolbench.report.naming import values_of
-from poolbench.report.statistics import BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls, summarize
+from poolbench.report.equivalence import MARGIN, PERMUTATIONS
+from poolbench.report.naming import at_final_layer, values_of
+from poolbench.report.statistics import (BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
+                                         example_differences, flip_table, summarize)
 from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_markdown, comparisons_for_markdown,
                                      latex_table, markdown_table)
-from poolbench.report.verdict import QUESTION, caveats, verdict_lines
+from poolbench.report.verdict import QUESTION, caveats, points, verdict_lines
 
 log = logging.getLogger(__name__)
 console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
@@ -117,9 +126,11 @@ def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
     ]
 
 
-def write_report(collection: Collection, out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
+def write_report(collection: Collection, out: Path, title: str | None = None, commands: Iterable[str] = (),
+                 margin: float = MARGIN) -> Path:
     """Analyse the collected runs and write every output into `out`; returns REPORT.md's path.
-    `commands`: how the runs and the report were produced, for the provenance section."""
+    `commands`: how the runs and the report were produced, for the provenance section; `margin`:
+    the equivalence margin, as a fraction (0.01 = one accuracy point)."""
     if not collection.finished:
         raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
@@ -128,12 +139,14 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     predictions, unavailable_predictions = read_all_predictions(collection.finished)
     runs = runs_table(collection.finished, predictions)
     summary = summarize(runs)
-    comparisons = compare_to_cls(runs, {run_dir: run.correct for run_dir, run in predictions.items()})
-    across = across_cells(comparisons)
+    correct = {run_dir: run.correct for run_dir, run in predictions.items()}
+    comparisons = compare_to_cls(runs, correct, margin)
+    across = across_cells(comparisons, example_differences(at_final_layer(runs), correct), margin)
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     comparisons.to_csv(out / "comparisons.csv", index=False)
     across.to_csv(out / "across_cells.csv", index=False)
+    flip_table(runs, correct).to_csv(out / "flips.csv", index=False)
     mean, sd = accuracy_grid(summary)
     (out / "table.tex").write_text(latex_table(mean, sd))
 
@@ -150,7 +163,7 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     for name, was_drawn in drawn.items():
         if not was_drawn:
             (out / name).unlink(missing_ok=True)  # no stale figure from an earlier report into this dir
-    verdict = verdict_lines(across)
+    verdict = verdict_lines(across, margin)
     notes = caveats(runs, summary, comparisons, across, collection, unavailable_predictions)
     studies = ", ".join(sorted(runs["study"].dropna().astype(str).unique())) or "unnamed study"
 
@@ -176,7 +189,12 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
         f"At each backbone's final layer, each pooling against cls. A cell is one task x backbone; per-cell "
         f"significance is the exact McNemar test on the test examples, Holm-corrected over all {n_tests} "
         f"example-level comparisons in this report; the Wilcoxon signed-rank test over cells is Holm-corrected "
-        f"over the {int(across['p'].notna().sum())} groups below.", "",
+        f"over the {int(across['p'].notna().sum())} groups below. Over the examples of a group's cells, each cell "
+        f"weighing the same, a sign-flip test asks whether the readouts differ and a TOST whether they are "
+        f"equivalent within ±{points(margin)} accuracy points, each Holm-corrected over the "
+        f"{int(across['perm_p'].notna().sum())} groups with per-example predictions; they give the conclusion: "
+        f"different, equivalent, or inconclusive with the smallest difference the design detects at 80% power. "
+        f"They speak for these cells; the Wilcoxon, where it runs, for cells like them.", "",
         *(verdict or ["No pooling could be compared with cls: no cell holds both."]), "",
         "## Caveats", "", *([f"- {note}" for note in notes] or ["- None found in the data."]), "",
     ]
@@ -191,11 +209,18 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
         f"diff = accuracy(pooling) − accuracy(cls), mean over matched seeds. 95% CI: paired bootstrap over test "
         f"examples ({BOOTSTRAP_RESAMPLES} resamples), each example's difference averaged over seeds. McNemar p: exact "
         f"test on the examples whose seed-averaged difference is not zero (McNemar's own test for one seed); "
-        f"'seeds p<0.05' counts seeds whose own McNemar test is significant. Every layer: `comparisons.csv`.", "",
+        f"'seeds p<0.05' counts seeds whose own McNemar test is significant. TOST Holm p: the equivalence test "
+        f"within ±{points(margin)} points (paired t on the seed-averaged per-example differences), Holm over the "
+        f"same comparisons; MDD: the difference detectable at 80% power (a fraction, like diff); 3-way: different "
+        f"(McNemar), equivalent (TOST), or inconclusive. Every layer: `comparisons.csv`; the examples that flip "
+        f"between any two readouts: `flips.csv` (ids; the texts are in the task's test split).", "",
         markdown_table(comparisons_for_markdown(comparisons)), "",
         "## Across cells", "",
         f"Wilcoxon signed-rank test of the per-cell differences, per family x init x mode x pooling (run with at "
-        f"least {MIN_WILCOXON_CELLS} cells). Also in `across_cells.csv`.", "",
+        f"least {MIN_WILCOXON_CELLS} cells). perm_p: stratified sign-flip test over the examples of the cells "
+        f"({PERMUTATIONS} seeded permutations); tost_p: equivalence within ±{points(margin)} points of the mean "
+        f"over cells of the per-cell differences; mdd: the difference it detects at 80% power; outcome3 from "
+        f"perm_p_holm and tost_p_holm. Also in `across_cells.csv`.", "",
         markdown_table(across_for_markdown(across)), "",
         "## Figures", "",
     ]
@@ -242,17 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", help="the report's title (default: from the study names)")
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead of (or as well as) dirs")
     parser.add_argument("--group", metavar="STUDY", help="the W&B group (study) to read, with --from-wandb")
+    parser.add_argument("--margin", type=float, default=MARGIN,
+                        help=f"equivalence margin as a fraction of accuracy (default {MARGIN}: one point)")
     args = parser.parse_args(argv)
     if not args.runs and not args.from_wandb:
         parser.error("give run or sweep directories, or --from-wandb ENTITY/PROJECT --group STUDY")
     if bool(args.from_wandb) != bool(args.group):
         parser.error("--from-wandb and --group go together")
+    if not 0 < args.margin < 1:
+        parser.error("--margin is a fraction of accuracy between 0 and 1, e.g. 0.01 for one point")
     command = f"`{shlex.join(['poolbench-report', *(sys.argv[1:] if argv is None else argv)])}`"
     try:
         records, unreadable, missing = read_local(args.runs)
         if args.from_wandb:
             records += read_wandb(args.from_wandb, args.group)
-        write_report(collect(records, unreadable, missing), args.out, args.title, [*sweep_commands(args.runs), command])
+        write_report(collect(records, unreadable, missing), args.out, args.title, [*sweep_commands(args.runs), command],
+                     args.margin)
     except ReportError as error:
         console.print(f"poolbench-report: {error}", style="red", markup=False)
         return 1
