@@ -87,7 +87,9 @@ def assert_padding_side_changes_nothing(backbone: Backbone, atol: float = 1e-5, 
 @pytest.mark.parametrize("name", YAMLS)
 def test_every_backbone_yaml_composes_and_documents_its_tokens(make_cfg, name):
     cfg = make_cfg(f"backbone={name}")
-    assert cfg.backbone.name == name and not OmegaConf.is_missing(cfg.backbone, "family"), "declare the family"
+    # A recipe is named after its arm and size (mlm_nsp-mini), every other option after its file.
+    expected = name if cfg.backbone.pretrain is None else f"{cfg.backbone.pretrain.arm}-{cfg.backbone.pretrain.size}"
+    assert cfg.backbone.name == expected and not OmegaConf.is_missing(cfg.backbone, "family"), "declare the family"
     assert cfg.backbone.padding_side in ("left", "right"), "declare the padding side"
     text = (CONF_DIR / "backbone" / f"{name}.yaml").read_text()
     assert "first real token" in text and "last" in text, "say what the first and last real tokens are"

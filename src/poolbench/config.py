@@ -64,7 +64,8 @@ class Mode(Enum):
 # The pretraining arms (poolbench.pretrain): `random` is the arms' shared initial weights, untrained.
 ARMS = ("random", "mlm", "mlm_pairs", "mlm_nsp", "mlm_sop")
 SENTENCE_ARMS = ("mlm_nsp", "mlm_sop")  # the arms whose sentence loss trains the pooler
-PRETRAIN_SIZES = ("tiny", "mini", "small", "medium")  # Google's BERT miniatures
+# Google's BERT miniatures (Turc et al. 2019): (layers, hidden, heads); intermediate = 4 x hidden.
+PRETRAIN_SIZES = {"tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8), "medium": (8, 512, 8)}
 
 
 @dataclass
@@ -215,10 +216,14 @@ class Job:
     output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
 
 
+def arm_family(arm: str) -> str:
+    """The family of a backbone pretrained here: a sentence loss trains h_0 through the pooler."""
+    return Family.encoder_nsp.value if arm in SENTENCE_ARMS else Family.encoder_mlm.value
+
+
 def register() -> None:
     # A pretrained arm's family and pooler follow from its arm (conf/backbone/pretrained.yaml).
-    OmegaConf.register_new_resolver("poolbench.arm_family", lambda arm: Family.encoder_nsp.value
-                                    if arm in SENTENCE_ARMS else Family.encoder_mlm.value, replace=True)
+    OmegaConf.register_new_resolver("poolbench.arm_family", arm_family, replace=True)
     OmegaConf.register_new_resolver("poolbench.arm_trained_pooler", lambda arm: arm in SENTENCE_ARMS, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)

@@ -44,7 +44,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
-from poolbench.config import CONF_DIR, BackboneConfig, Dtype, Init, Source
+from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, PretrainConfig, Source, arm_family
 
 DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
 
@@ -272,6 +272,11 @@ def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
     rows = []
     for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
         entry = yaml.safe_load(path.read_text())
+        pretrain = entry.get("pretrain")
+        if pretrain:  # a recipe (conf/backbone/pretrained.yaml): named and typed by its default arm and size
+            size = pretrain.get("size", PretrainConfig.size)
+            entry |= {"name": path.stem, "location": f"{pretrain['arm']}-{size}, built on first use",
+                      "family": arm_family(pretrain["arm"])}
         source, location = entry["source"], str(entry["location"])
         row = {"name": entry["name"], "source": source, "location": location, "family": entry["family"],
                "installed": True, "params": None, "layers": None, "hidden_size": None, "install": ""}
@@ -295,5 +300,7 @@ def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
             row.update(json.loads(facts.read_text()))
         elif directory is not None:
             row.update(_config_facts(directory))
+        elif pretrain:
+            row["layers"], row["hidden_size"], _ = PRETRAIN_SIZES[size]
         rows.append(row)
     return rows

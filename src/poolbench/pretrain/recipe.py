@@ -46,11 +46,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from poolbench.assets import build_once, cache_root
-from poolbench.config import ARMS, SENTENCE_ARMS
+from poolbench.config import ARMS, PRETRAIN_SIZES, SENTENCE_ARMS
 from poolbench.pretrain.model import IGNORE, PretrainingModule, step_seed
 
-# (layers, hidden, heads) of Google's BERT miniatures; intermediate = 4 x hidden.
-SIZES = {"tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8), "medium": (8, 512, 8)}
+SIZES = PRETRAIN_SIZES  # (layers, hidden, heads) of each size
 # Raise when the training code changes what a recipe produces: every key changes with it.
 RECIPE_VERSION = 1
 

@@ -41,13 +41,6 @@ def frequent_characters(sentences: Iterable[str], normalizer, limit: int) -> lis
     return sorted(sorted(counts), key=lambda char: -counts[char])[:limit]
 
 
-def canonical_ids(vocab: dict[str, int]) -> dict[str, int]:
-    """The trainer's vocabulary with its continuation characters ("##a", "##b", ...) numbered by
-    character: it adds them in hash order, so their ids (not the set) changed between builds."""
-    continuation = sorted(token for token in vocab if token.startswith("##") and len(token) == 3)
-    return {**vocab, **dict(zip(continuation, sorted(vocab[token] for token in continuation)))}
-
-
 def train_wordpiece(documents: Sequence[list[str]], vocab_size: int, out: Path) -> None:
     """Train WordPiece on the documents' sentences and save it as a BertTokenizer in `out`."""
     from transformers import BertTokenizerFast
@@ -57,15 +50,21 @@ def train_wordpiece(documents: Sequence[list[str]], vocab_size: int, out: Path) 
                                                   lowercase=True)
     model.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = frequent_characters(_sentences(documents), model.normalizer, LIMIT_ALPHABET)
-    # The trainer's own limit_alphabet breaks ties between equally rare characters in hash order,
-    # which changes between builds (measured: 161 of 8,192 entries differed between two builds of
-    # the packaged corpus). Given exactly the alphabet to keep, it keeps that.
+    # Two ways the trainer depends on hash order, which changes between builds (measured on the
+    # packaged corpus: 2,617 of 8,192 entries differed between two builds):
+    # - its own limit_alphabet breaks ties between equally rare characters in hash order; given
+    #   exactly the alphabet to keep, it keeps that;
+    # - it numbers the continuation characters ("##a") as it meets them in words, in hash order,
+    #   and breaks ties between equally frequent merges by those numbers. Listed after the special
+    #   tokens, they are numbered first, by character. (Only the vocabulary is kept below, so they
+    #   are ordinary tokens of the saved tokenizer.)
+    continuation = [f"##{char}" for char in alphabet]
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=MIN_FREQUENCY,
-                                        special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet,
+                                        special_tokens=SPECIAL_TOKENS + continuation, initial_alphabet=alphabet,
                                         limit_alphabet=len(alphabet), continuing_subword_prefix="##")
     model.train_from_iterator(_sentences(documents), trainer)
     # BertTokenizerFast rebuilds BERT's normaliser, pre-tokenizer, post-processor and decoder around the vocabulary.
-    tokenizer = BertTokenizerFast(vocab=canonical_ids(model.get_vocab()), do_lower_case=True, strip_accents=True,
+    tokenizer = BertTokenizerFast(vocab=model.get_vocab(), do_lower_case=True, strip_accents=True,
                                   tokenize_chinese_chars=True, model_max_length=MODEL_MAX_LENGTH)
     tokenizer.save_pretrained(str(out))
 
