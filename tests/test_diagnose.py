@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from functools import cache
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from poolbench.backbones import PACKAGED, Backbone, forward_hidden_states, load_backbone
-from poolbench.config import CONF_DIR, BackboneConfig
+from poolbench.backbones import PACKAGED, Backbone, forward_hidden_states
 from poolbench.diagnose.attention import (attention_metrics, eager_attention, entropy, readout_attention,
                                           summarize_attention)
 from poolbench.diagnose.erasure import (erasure_sensitivity, neutral_token, relative_bin, summarize_erasure)
@@ -30,25 +27,11 @@ from poolbench.diagnose.stats import mean_over_texts
 from poolbench.diagnose.tokens import special_mask, tokenize_texts
 from poolbench.features import encode_batch
 from poolbench.pooling import POOLINGS
+from test_backbones import load  # noqa: F401 (a fixture: one way to load a yaml's backbone, shared)
 
 # Different lengths, so that a batch pads all but the longest.
 TEXTS = ["Hi there", "The central bank raised interest rates again.", "Travel insurance for a family holiday",
          "A much longer sentence, with punctuation and numbers like 42, to make the others pad."]
-
-
-def config(name: str, **overrides) -> DictConfig:
-    entry = OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml")
-    entry.pop("defaults")
-    return OmegaConf.merge(OmegaConf.structured(BackboneConfig), entry, overrides)
-
-
-@pytest.fixture(scope="module")
-def load(cache_dir):
-    @cache
-    def loaded(name: str, **overrides) -> Backbone:
-        return load_backbone(config(name, **overrides), cache_dir=cache_dir)
-
-    return loaded
 
 
 needs_smollm2 = pytest.mark.skipif(not PACKAGED["smollm2-135m"].installed(), reason="smollm2-135m is not installed")
