@@ -107,7 +107,9 @@ def test_an_out_of_range_value_stops_before_any_work_with_a_one_line_reason(pool
     result = poolbench_cli("mode.lr=-1", "logger=none", *TINY, check=False)
     assert result.returncode == 2
     assert "invalid config: mode.lr=-1.0 is out of range: it must be > 0." in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr and not list((tmp_path / "outputs").rglob("record.json"))
+    # Nothing ran: the one record says the config was refused, and why (a sweep's report counts it).
+    [record] = find_records(tmp_path / "outputs")
+    assert "Traceback" not in result.stderr and record.status == "refused" and "mode.lr=-1.0" in record.error
 
 
 @pytest.mark.slow
@@ -121,8 +123,10 @@ def test_the_ablation_sweep_pretrains_each_arm_once_probes_it_refuses_what_does_
     sweep = ["-m", "experiment=nsp_ablation", "backbone.pretrain.arm=mlm_nsp,mlm_pairs", "backbone.pretrain.seed=0,1",
              "backbone.pretrain.steps=3", "backbone.pretrain.batch_size=8", "study_part=probe-mcid", "pooling=cls,pooler",
              "mode.max_epochs=2", f"hydra.callbacks.report.out={tmp_path / 'results'}"]
+    pretrained = cache_dir / "pretrained"
+    earlier = set(pretrained.iterdir()) if pretrained.exists() else set()  # the cache is the session's
     poolbench_cli(*sweep)
-    built = sorted(p.name for p in (cache_dir / "pretrained").iterdir() if p.is_dir())
+    built = sorted(p.name for p in set(pretrained.iterdir()) - earlier if p.is_dir())
     assert len(built) == 4 and not any(name.endswith(".work") for name in built), built
     [sweep_dir] = (tmp_path / "outputs" / "nsp_ablation").iterdir()
     records = list(find_records(sweep_dir))
