@@ -10,12 +10,13 @@ from dataclasses import fields
 import pytest
 
 from poolbench import jobs
-from poolbench.config import BackboneConfig, FinetuneConfig, ProbeConfig, TaskConfig, TrainerConfig
+from poolbench.config import BackboneConfig, DiagnoseConfig, FinetuneConfig, ProbeConfig, TaskConfig, TrainerConfig
 from poolbench.jobs import MODES, typed_config
 from poolbench.records import run_identity
 
 PROBE = ["mode=probe", "backbone=tiny-bert", "task=mcid", "pooling=mean", "layer=all"]
 FINETUNE = ["mode=finetune", "backbone=tiny-bert", "task=mcid", "pooling=mean", "layer=-1"]
+DIAGNOSE = ["mode=diagnose", "backbone=tiny-bert", "task=mcid", "layer=all"]
 
 
 def run_id(cfg, layer=2) -> str:
@@ -62,6 +63,20 @@ def test_what_finetuning_never_reads_leaves_its_run_id(make_cfg, change):
     assert run_id(make_cfg(*FINETUNE, change)) == run_id(make_cfg(*FINETUNE))
 
 
+@pytest.mark.parametrize("change", SHARED_CHANGES[:-2] + ["seed=1", "mode.attention_texts=7", "mode.erasure_texts=3",
+                                                         "mode.erasure_positions=null", "mode.knn_k=3",
+                                                         "mode.anisotropy_pairs=9"])
+def test_every_entry_diagnose_reads_changes_its_run_id(make_cfg, change):
+    assert run_id(make_cfg(*DIAGNOSE, change)) != run_id(make_cfg(*DIAGNOSE))
+
+
+@pytest.mark.parametrize("change", ["pooling=cls", "mode.attention_batch_size=3", "mode.erasure_batch_size=5",
+                                    "mode.encode_batch_tokens=64", "trainer=smoke", "study=another"])
+def test_what_diagnose_never_reads_leaves_its_run_id(make_cfg, change):
+    # pooling too: one diagnose job measures every readout.
+    assert run_id(make_cfg(*DIAGNOSE, change)) == run_id(make_cfg(*DIAGNOSE))
+
+
 def test_each_layer_is_a_run_of_its_own(make_cfg):
     cfg = make_cfg(*PROBE)
     assert len({run_id(cfg, layer) for layer in range(3)}) == 3
@@ -71,6 +86,7 @@ def test_each_layer_is_a_run_of_its_own(make_cfg):
 NOT_IDENTITY = {
     ProbeConfig: {"name", "encode_batch_tokens"},  # the mode is in the identity already; a speed knob
     FinetuneConfig: {"name", "num_workers"},  # the same; a speed knob
+    DiagnoseConfig: {"name", "attention_batch_size", "erasure_batch_size", "encode_batch_tokens"},  # speed knobs
     TrainerConfig: {"log_every_n_steps", "num_sanity_val_steps", "enable_progress_bar", "enable_model_summary"},
     # trained_pooler: a guard on pooling=pooler, it changes no number. pretrain: the job owner names a
     # built recipe by its location (<arm>-<size>-<hash of every recipe field and the corpus>).
@@ -78,6 +94,7 @@ NOT_IDENTITY = {
     TaskConfig: set(),
 }
 ALLOW_LISTS = {ProbeConfig: jobs.PROBE_IDENTITY, FinetuneConfig: jobs.FINETUNE_IDENTITY,
+               DiagnoseConfig: jobs.DIAGNOSE_IDENTITY,
                TrainerConfig: jobs.TRAINER_IDENTITY, BackboneConfig: jobs.BACKBONE_IDENTITY,
                TaskConfig: jobs.TASK_IDENTITY}
 

@@ -59,6 +59,7 @@ class Dtype(Enum):
 class Mode(Enum):
     finetune = "finetune"
     probe = "probe"
+    diagnose = "diagnose"
 
 
 # The pretraining arms (poolbench.pretrain): `random` is the arms' shared initial weights, untrained.
@@ -158,6 +159,24 @@ class ProbeConfig:
 
 
 @dataclass
+class DiagnoseConfig:
+    """What h_0 and the other readouts look at and depend on (poolbench.diagnose.mode): one job
+    measures every readout at every layer, on seeded samples of the task's test split."""
+
+    name: Mode = Mode.diagnose
+    attention_texts: int = 512  # test texts whose attention rows are read (one eager forward pass each)
+    erasure_texts: int = 64  # test texts whose content tokens are erased one at a time
+    erasure_positions: Optional[int] = 16  # erased content positions per text (a seeded subset); null = all
+    knn_k: int = 10  # neighbours of the training-free k-NN classifier
+    anisotropy_pairs: int = 1000  # random pairs of test texts per anisotropy estimate
+    # Speed knobs, not identity: texts per eager-attention batch, rows per erasure batch, and the
+    # feature cache's encoding batch (the training-free classifiers read the probe's cached vectors).
+    attention_batch_size: int = 32
+    erasure_batch_size: int = 64
+    encode_batch_tokens: int = 2048
+
+
+@dataclass
 class TrainerConfig:
     """Keyword arguments of lightning.pytorch.Trainer (fine-tuning only; a probe job never reads them)."""
 
@@ -190,13 +209,13 @@ class Config:
     backbone: BackboneConfig = MISSING
     task: TaskConfig = MISSING
     pooling: PoolingConfig = MISSING
-    mode: Any = MISSING  # FinetuneConfig or ProbeConfig, typed by the option's schema
+    mode: Any = MISSING  # FinetuneConfig, ProbeConfig or DiagnoseConfig, typed by the option's schema
     trainer: TrainerConfig = MISSING
     logger: Any = None  # kwargs of a Lightning logger (_target_), or empty for none
     paths: PathsConfig = field(default_factory=PathsConfig)
     study: str = "adhoc"  # W&B group and the report's name
     seed: int = 0
-    layer: Any = -1  # hidden layer to pool: 0 = embeddings, -1 = last; "all" (probe mode only)
+    layer: Any = -1  # hidden layer to pool: 0 = embeddings, -1 = last; "all" (probe and diagnose modes)
     skip_finished: bool = True  # reuse the record of a run with the same identity
 
 
@@ -233,6 +252,7 @@ def register() -> None:
     cs.store(group="schema", name="pooling", node=PoolingConfig)
     cs.store(group="schema", name="finetune", node=FinetuneConfig)
     cs.store(group="schema", name="probe", node=ProbeConfig)
+    cs.store(group="schema", name="diagnose", node=DiagnoseConfig)
     cs.store(group="schema", name="trainer", node=TrainerConfig)
     cs.store(group="schema", name="pretrain", node=PretrainConfig)
 
@@ -267,7 +287,9 @@ def _positive(config: Config, key: str, allow_zero: bool = False) -> None:
 def validate(config: Config) -> None:
     """Checks that types cannot express. Runs before any data or model is touched."""
     for key in ("mode.lr", "mode.batch_size", "backbone.max_length", "trainer.max_epochs", "mode.max_epochs",
-                "mode.encode_batch_tokens", "task.max_train_examples"):
+                "mode.encode_batch_tokens", "task.max_train_examples", "mode.attention_texts", "mode.erasure_texts",
+                "mode.erasure_positions", "mode.knn_k", "mode.anisotropy_pairs", "mode.attention_batch_size",
+                "mode.erasure_batch_size"):
         _positive(config, key)
     for key in ("mode.weight_decay", "mode.warmup_ratio", "mode.dropout", "mode.patience", "seed",
                 "backbone.init_seed"):
@@ -287,8 +309,9 @@ def validate(config: Config) -> None:
     layer = config.layer
     if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
         raise ConfigError(f"layer={layer!r}: use an integer (0 = embeddings, -1 = last) or 'all'.")
-    if layer == "all" and config.mode.name != Mode.probe:
-        raise ConfigError("layer=all needs mode=probe: fine-tuning trains one pooling of one layer per run.")
+    if layer == "all" and config.mode.name == Mode.finetune:
+        raise ConfigError("layer=all needs mode=probe or mode=diagnose: fine-tuning trains one pooling of one layer "
+                          "per run.")
 
 
 def _check_pooler(config: Config) -> None:

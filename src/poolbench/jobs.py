@@ -1,7 +1,8 @@
 """The job owner: one Hydra job -> its runs -> their records. Every mode goes through here.
 
-A job is one (backbone, task, pooling, seed, mode) and one layer, or all layers (probe). Each of
-its layers is one run, identified by exactly what its mode reads:
+A job is one (backbone, task, pooling, seed, mode) and one layer, or all layers (probe, diagnose; a
+diagnose job measures every readout at once, so its pooling factor is ALL_READOUTS). Each of its
+layers is one run, identified by exactly what its mode reads:
 
   0. pretraining: a `backbone.pretrain` recipe is built into the cache if absent (pretrain.build,
      under the cache's lock) and named by its location; its facts join every record's metrics.
@@ -33,6 +34,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, probe
+from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import known_facts, load_backbone
 from poolbench.config import Config, ConfigError, Job, Mode, absolute_layers, plain_fields, validate
 from poolbench.pretrain.build import ensure_pretrained
@@ -55,6 +57,8 @@ TASK_IDENTITY = ("name", "source", "location", "max_train_examples", "split_seed
                  "text_column", "text_pair_column", "label_column", "hub_splits")
 # Not encode_batch_tokens: batch composition moves cached vectors by float rounding only.
 PROBE_IDENTITY = ("lr", "weight_decays", "max_epochs", "patience", "batch_size")
+# Not the batch sizes: speed knobs (batch composition moves the numbers by float rounding only).
+DIAGNOSE_IDENTITY = ("attention_texts", "erasure_texts", "erasure_positions", "knn_k", "anisotropy_pairs")
 # Not num_workers: a speed knob.
 FINETUNE_IDENTITY = ("lr", "weight_decay", "warmup_ratio", "dropout", "batch_size")
 # What changes the optimisation; not progress bars, model summaries, logging cadence, sanity checks.
@@ -69,6 +73,12 @@ def _common_identity(config: Config, layer: int | str) -> dict[str, Any]:
             "seed": config.seed}
 
 
+def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
+    # Not the pooling: a diagnose job measures every readout (its records' pooling factor is ALL_READOUTS).
+    common = {k: v for k, v in _common_identity(config, layer).items() if k != "pooling"}
+    return {**common, "diagnose": plain_fields(config.mode, DIAGNOSE_IDENTITY)}
+
+
 def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
     return {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
 
@@ -78,15 +88,23 @@ def finetune_identity(config: Config, layer: int | str) -> dict[str, Any]:
             "trainer": plain_fields(config.trainer, TRAINER_IDENTITY)}
 
 
+ALL_READOUTS = "all"  # the pooling factor of a mode that measures every readout at once
+
+
 @dataclass(frozen=True)
 class ModeEntry:
     run: Callable[[Job, Any], list[RunResult]]  # (job, Lightning logger or None) -> one result per layer
     identity: Callable[[Config, int | str], dict[str, Any]]
+    reads_pooling: bool = True  # False: one job covers every readout, and `pooling=` is not a factor
+    logged: Callable[[str], bool] = METRICS_LOGGED.__contains__  # which recorded metrics go to the logger
 
 
 MODES: dict[Mode, ModeEntry] = {
     Mode.finetune: ModeEntry(finetune.run, finetune_identity),
     Mode.probe: ModeEntry(probe.run, probe_identity),
+    # W&B gets the means, not their interval bounds.
+    Mode.diagnose: ModeEntry(diagnose.run, diagnose_identity, reads_pooling=False,
+                             logged=lambda key: not key.endswith(("_low", "_high"))),
 }
 
 
@@ -102,10 +120,14 @@ def typed_config(cfg: DictConfig) -> Config:
                   skip_finished=cfg.skip_finished)
 
 
+def pooling_factor(config: Config) -> str:
+    return config.pooling.name.value if MODES[config.mode.name].reads_pooling else ALL_READOUTS
+
+
 def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors:
     return Factors(backbone=config.backbone.name, family=config.backbone.family.value,
                    init=config.backbone.init.value, task=config.task.name, mode=config.mode.name.value,
-                   pooling=config.pooling.name.value, layer=layer, num_layers=num_layers, seed=config.seed,
+                   pooling=pooling_factor(config), layer=layer, num_layers=num_layers, seed=config.seed,
                    max_train_examples=config.task.max_train_examples,
                    backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
@@ -148,14 +170,14 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
     return logger
 
 
-def log_metrics(logger, records: list[Record]) -> None:
-    """Every layer's metrics as `L<layer>/<metric>`; a one-layer job also under the plain keys."""
+def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) -> None:
+    """Every layer's `logged` metrics as `L<layer>/<metric>`; a one-layer job also under the plain keys."""
     if logger is None or not records:
         return
-    metrics = {f"L{r.factors.layer}/{key}": r.metrics[key] for r in records for key in METRICS_LOGGED}
+    metrics = {f"L{r.factors.layer}/{key}": value for r in records for key, value in r.metrics.items() if logged(key)}
     metrics |= {key: value for key, value in records[0].metrics.items() if key.startswith("pretrain/")}
     if len(records) == 1:
-        metrics.update({key: records[0].metrics[key] for key in METRICS_LOGGED})
+        metrics.update({key: value for key, value in records[0].metrics.items() if logged(key)})
     logger.log_metrics(metrics)
     logger.save()
 
@@ -182,7 +204,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         raise
     cache_dir = Path(config.paths.cache_dir).expanduser()
     output_root = Path(config.paths.output_root)
-    pooling, seed = config.pooling.name.value, config.seed
+    pooling, seed = pooling_factor(config), config.seed
 
     def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:
         write_record(directory, Record(run_id=run_identity(mode.identity(config, layer)), status="failed",
@@ -222,7 +244,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                                                      result.predictions)
                 register_finished(output_root, records[result.layer])
         ordered = [records[layer] for layer in layers]
-        log_metrics(logger, ordered)
+        log_metrics(logger, ordered, mode.logged)
         return ordered
     except Exception as error:
         for layer in todo:

@@ -45,7 +45,7 @@ class RunResult:
     metrics: dict[str, float]
     selection: dict[str, Any]
     timings: dict[str, float]
-    predictions: pd.DataFrame
+    predictions: pd.DataFrame | None  # one row per test example; None for a mode that predicts nothing (diagnose)
     features: str | None = None  # the feature cache entry it read, if any
 
 

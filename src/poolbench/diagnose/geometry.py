@@ -123,15 +123,18 @@ def training_free_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.
 
 def geometry_table(features: FeatureSet, poolings: Sequence[str] = POOLINGS, layers: Sequence[int] | None = None,
                    k: int = 10, n_pairs: int = 1000, seed: int = 0, train: str = "train",
-                   test: str = "test") -> pd.DataFrame:
+                   test: str = "test", train_rows: np.ndarray | None = None) -> pd.DataFrame:
     """One row per (pooling, layer) of a cached feature set: centroid, knn, floor (training-free accuracies
-    on `test`, fitted on `train`) and anisotropy (of the `test` vectors). Reads one layer at a time."""
+    on `test`, fitted on `train`, or on its rows `train_rows`) and anisotropy (of the `test` vectors).
+    Reads one layer at a time."""
     layers = range(features.num_layers + 1) if layers is None else layers
     train_y, test_y = features.labels(train).numpy(), features.labels(test).numpy()
+    if train_rows is not None:
+        train_y = train_y[train_rows]
     rows = []
     for pooling in poolings:
         for layer in layers:
-            train_x = features.vectors(train, pooling, [layer])[0].numpy()
+            train_x = features.vectors(train, pooling, [layer], rows=train_rows)[0].numpy()
             test_x = features.vectors(test, pooling, [layer])[0].numpy()
             rows.append({"pooling": pooling, "layer": layer,
                          **training_free_accuracy(train_x, train_y, test_x, test_y, k),

@@ -1,0 +1,117 @@
+"""The diagnose mode: one job measures what every readout looks at and depends on, at every layer.
+
+For one (backbone, task, seed) it draws a seeded sample of the task's TEST texts (the seed is the
+sample's) and computes, per layer:
+  attention  from h_0 and the last real token (attention.py): one eager forward pass per batch of
+             `attention_texts` texts; layer 0 (embeddings) has none
+  erasure    of every readout, by relative position (erasure.py), on the first `erasure_texts`
+             texts of the same sample
+  geometry   from the probe's feature cache (geometry.py, no new forward pass): nearest-centroid
+             and k-NN accuracy fitted on the SAME training rows a probe job of this seed trains on
+             (task.max_train_examples, seeded), anisotropy, and cos(cls, mean)
+and returns one `RunResult` per layer whose metrics are flat keys (see `layer_metrics`), each mean
+over texts with its 95% t-interval as `<key>_low` / `<key>_high`. The text is the unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from poolbench.backbones import load_backbone
+from poolbench.config import DiagnoseConfig, Job
+from poolbench.diagnose.attention import readout_attention, summarize_attention
+from poolbench.diagnose.erasure import erasure_sensitivity, summarize_erasure
+from poolbench.diagnose.geometry import cls_mean_frame, geometry_table
+from poolbench.diagnose.stats import mean_over_texts
+from poolbench.features import features_for
+from poolbench.probe import train_indices
+from poolbench.records import RunResult
+from poolbench.tasks import load_task
+
+log = logging.getLogger(__name__)
+
+ATTENTION_METRICS = ("entropy", "breadth", "self", "special", "content")
+BOUNDS = ("", "_low", "_high")
+
+
+def test_sample(task_texts: list[str], size: int, seed: int) -> list[str]:
+    """`size` test texts in a seeded random order (all of them when the split is smaller)."""
+    order = np.random.default_rng(seed).permutation(len(task_texts))[:size]
+    return [task_texts[i] for i in order]
+
+
+def attention_frame(backbone, texts: list[str], max_length: int, batch_size: int) -> pd.DataFrame:
+    """attention.readout_attention in batches of `batch_size` texts, texts numbered across batches."""
+    frames = []
+    for start in range(0, len(texts), batch_size):
+        frame = readout_attention(backbone, texts[start:start + batch_size], max_length)
+        frames.append(frame.assign(text=frame["text"] + start))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_bounds(prefix: str, row: pd.Series, metric: str) -> dict[str, float]:
+    return {f"{prefix}{bound}": float(row[f"{metric}{bound}"]) for bound in BOUNDS}
+
+
+def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, geometry: pd.DataFrame,
+                  cls_mean: pd.DataFrame) -> dict[str, float]:
+    """The flat metrics of one layer from the summaries:
+    attention/<first|last>/<entropy|breadth|self|special|content>   (layers >= 1)
+    erasure/<pooling>/<0..9|all>        mean 1 - cos(r(x), r(x')) in that tenth of the content positions
+    geometry/<pooling>/<centroid|knn|anisotropy>, geometry/floor (majority class), geometry/cls_mean_cosine
+    each mean over texts with `_low` / `_high` (t-interval) where it is a mean over texts."""
+    metrics: dict[str, float] = {}
+    for _, row in attention[attention["layer"] == layer].iterrows():
+        for metric in ATTENTION_METRICS:
+            metrics |= _with_bounds(f"attention/{row['position']}/{metric}", row, metric)
+    for _, row in erasure[erasure["layer"] == layer].iterrows():
+        metrics |= _with_bounds(f"erasure/{row['pooling']}/{row['bin']}", row, "sensitivity")
+    for _, row in geometry[geometry["layer"] == layer].iterrows():
+        metrics |= {f"geometry/{row['pooling']}/{name}": float(row[name]) for name in ("centroid", "knn", "anisotropy")}
+        metrics["geometry/floor"] = float(row["floor"])
+    for _, row in cls_mean[cls_mean["layer"] == layer].iterrows():
+        metrics |= _with_bounds("geometry/cls_mean_cosine", row, "cosine")
+    return metrics
+
+
+def run(job: Job, logger: Any = None) -> list[RunResult]:
+    """Diagnose mode: every measure at every layer in `job.layers`. `logger` is unused: the job owner logs."""
+    settings: DiagnoseConfig = job.mode
+    started = time.perf_counter()
+    task = load_task(job.task, job.cache_dir)
+    if task.text_fields != ("text",):
+        raise ValueError(f"task {task.name} is a sentence-pair task: diagnose reads single texts (the readout "
+                         "positions of a pair are ambiguous); use a single-text task such as task=mcid")
+    features, encode_s = features_for(job.backbone, job.task, job.cache_dir, settings.encode_batch_tokens)
+    geometry_started = time.perf_counter()
+    train_rows = train_indices(features.labels("train").numpy(), job.task.max_train_examples, job.seed)
+    geometry = geometry_table(features, layers=job.layers, k=settings.knn_k, n_pairs=settings.anisotropy_pairs,
+                              seed=job.seed, train_rows=train_rows)
+    cls_mean = mean_over_texts(cls_mean_frame(features, "test", job.layers), ["layer"], ["cosine"])
+    geometry_s = time.perf_counter() - geometry_started
+
+    backbone = load_backbone(job.backbone, job.cache_dir)
+    texts = test_sample(list(task.splits["test"]["text"]), settings.attention_texts, job.seed)
+    attention_started = time.perf_counter()
+    attention = summarize_attention(attention_frame(backbone, texts, job.backbone.max_length,
+                                                    settings.attention_batch_size))
+    erasure_started = time.perf_counter()
+    erasure = summarize_erasure(erasure_sensitivity(
+        backbone, texts[:settings.erasure_texts], max_positions=settings.erasure_positions, seed=job.seed,
+        max_length=job.backbone.max_length, batch_size=settings.erasure_batch_size))
+    erasure_s = time.perf_counter() - erasure_started
+    timings = {"encode_s": encode_s, "geometry_s": geometry_s, "attention_s": erasure_started - attention_started,
+               "erasure_s": erasure_s, "total_s": time.perf_counter() - started}
+    log.info("diagnose %s on %s: attention %.1f s (%d texts), erasure %.1f s (%d texts), geometry %.1f s",
+             job.backbone.name, job.task.name, timings["attention_s"], len(texts), erasure_s,
+             min(len(texts), settings.erasure_texts), geometry_s)
+    counts = {"n_attention_texts": len(texts), "n_erasure_texts": min(len(texts), settings.erasure_texts),
+              "n_train": len(train_rows), "n_test": features.size("test"), "n_labels": len(features.label_names)}
+    return [RunResult(layer=layer, metrics={**layer_metrics(layer, attention, erasure, geometry, cls_mean), **counts},
+                      selection={}, timings=timings, predictions=None, features=features.key)
+            for layer in job.layers]
