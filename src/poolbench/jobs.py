@@ -75,8 +75,9 @@ def _common_identity(config: Config, layer: int | str) -> dict[str, Any]:
 
 def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
     # Not the pooling: a diagnose job measures every readout (its records' pooling factor is ALL_READOUTS).
+    # The measures' version: a record made before a measure was added is not reused as if it had it.
     common = {k: v for k, v in _common_identity(config, layer).items() if k != "pooling"}
-    return {**common, "diagnose": plain_fields(config.mode, DIAGNOSE_IDENTITY)}
+    return {**common, "diagnose": plain_fields(config.mode, DIAGNOSE_IDENTITY), "measures": diagnose.MEASURES_VERSION}
 
 
 def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from poolbench.tasks import load_task
 
 log = logging.getLogger(__name__)
 
+# Part of the run identity (jobs.diagnose_identity): bump it when a measure is added or changed.
+MEASURES_VERSION = 1
 ATTENTION_METRICS = ("entropy", "breadth", "self", "special", "content")
 BOUNDS = ("", "_low", "_high")
 
