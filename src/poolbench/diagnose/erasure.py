@@ -56,9 +56,10 @@ def relative_bin(content_index: np.ndarray, n_content: int | np.ndarray) -> np.n
 
 
 def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
-    """1 - cos along the last axis, in float64 (identical vectors give 0 to ~1e-16, not ~1e-7)."""
+    """1 - cos along the last axis, in float64 (identical vectors give 0 to ~1e-16, not ~1e-7); rounding
+    below 0 is clipped to 0, so an insensitive readout reads 0, not -0.000."""
     a, b = a.double(), b.double()
-    return 1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+    return (1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)).clamp_min(0)
 
 
 def readouts(backbone: Backbone, batch: dict[str, Tensor], poolings: Sequence[str] = POOLINGS,

@@ -49,6 +49,7 @@ from poolbench.report.arms import arms_section
 from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
                                       runs_table, sweep_commands)
 from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_loss
+from poolbench.report.mechanism import mechanism_section
 from poolbench.report.equivalence import MARGIN, PERMUTATIONS
 from poolbench.report.naming import at_final_layer, values_of
 from poolbench.report.statistics import (BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
@@ -130,19 +131,56 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
                  margin: float = MARGIN) -> Path:
     """Analyse the collected runs and write every output into `out`; returns REPORT.md's path.
     `commands`: how the runs and the report were produced, for the provenance section; `margin`:
-    the equivalence margin, as a fraction (0.01 = one accuracy point)."""
+    the equivalence margin, as a fraction (0.01 = one accuracy point). Diagnose runs predict nothing:
+    they enter the Mechanism section only."""
     if not collection.finished:
         raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    predictions, unavailable_predictions = read_all_predictions(collection.finished)
-    runs = runs_table(collection.finished, predictions)
-    summary = summarize(runs)
+    predictions, unavailable_predictions = read_all_predictions(
+        [r for r in collection.finished if r.factors.mode != "diagnose"])
+    every_run = runs_table(collection.finished, predictions)
+    every_run.to_csv(out / "runs.csv", index=False)
+    runs = every_run[every_run["mode"] != "diagnose"]
+    studies = ", ".join(sorted(every_run["study"].dropna().astype(str).unique())) or "unnamed study"
+    lines = [
+        f"# {title or f'poolbench report: {studies}'}", "",
+        "## The question", "", QUESTION, "",
+        "## Runs", "", markdown_table(run_counts(collection, unavailable_predictions)), "",
+    ]
+    if collection.failed:
+        lines += ["Failed runs:", "", *map(failed_run_line, collection.failed), ""]
+    if collection.refused:
+        lines += ["Refused configs (validation refused them before any work; by design in a sweep that crosses "
+                  "settings which do not combine):", "", *refused_lines(collection.refused), ""]
+    if collection.unreadable:
+        lines += ["Unreadable record dirs:", "", *(f"- `{entry}`" for entry in collection.unreadable), ""]
+    if collection.missing:
+        lines += ["Job dirs without a record (killed before writing one, or still running):", "",
+                  *(f"- `{entry}`" for entry in collection.missing), ""]
+    lines += setup_section(every_run, list(commands))
+    summary = summarize(runs) if not runs.empty else pd.DataFrame(columns=["mode", "task", "pooling", "layer"])
+    verdict, accuracy = [], pd.DataFrame()
+    if not runs.empty:
+        accuracy_part, verdict, accuracy = accuracy_lines(runs, summary, predictions, collection,
+                                                          unavailable_predictions, out, margin)
+        lines += accuracy_part
+    lines += mechanism_section(every_run, summary, out)
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines) + "\n")
+    print_to_console(collection, unavailable_predictions, accuracy, verdict, report)
+    return report
+
+
+def accuracy_lines(runs: pd.DataFrame, summary: pd.DataFrame, predictions: dict, collection: Collection,
+                   unavailable_predictions: list[str], out: Path, margin: float
+                   ) -> tuple[list[str], list[str], pd.DataFrame]:
+    """The accuracy part of REPORT.md (verdict, caveats, arms, tables, figures) and its files; also the
+    verdict lines and the console's accuracy table."""
     correct = {run_dir: run.correct for run_dir, run in predictions.items()}
     comparisons = compare_to_cls(runs, correct, margin)
     across = across_cells(comparisons, example_differences(at_final_layer(runs), correct), margin)
-    runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     comparisons.to_csv(out / "comparisons.csv", index=False)
     across.to_csv(out / "across_cells.csv", index=False)
@@ -165,26 +203,8 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
             (out / name).unlink(missing_ok=True)  # no stale figure from an earlier report into this dir
     verdict = verdict_lines(across, margin)
     notes = caveats(runs, summary, comparisons, across, collection, unavailable_predictions)
-    studies = ", ".join(sorted(runs["study"].dropna().astype(str).unique())) or "unnamed study"
-
     n_tests = int(comparisons["p"].notna().sum())
     lines = [
-        f"# {title or f'poolbench report: {studies}'}", "",
-        "## The question", "", QUESTION, "",
-        "## Runs", "", markdown_table(run_counts(collection, unavailable_predictions)), "",
-    ]
-    if collection.failed:
-        lines += ["Failed runs:", "", *map(failed_run_line, collection.failed), ""]
-    if collection.refused:
-        lines += ["Refused configs (validation refused them before any work; by design in a sweep that crosses "
-                  "settings which do not combine):", "", *refused_lines(collection.refused), ""]
-    if collection.unreadable:
-        lines += ["Unreadable record dirs:", "", *(f"- `{entry}`" for entry in collection.unreadable), ""]
-    if collection.missing:
-        lines += ["Job dirs without a record (killed before writing one, or still running):", "",
-                  *(f"- `{entry}`" for entry in collection.missing), ""]
-    lines += setup_section(runs, list(commands))
-    lines += [
         "## Verdict", "",
         f"At each backbone's final layer, each pooling against cls. A cell is one task x backbone; per-cell "
         f"significance is the exact McNemar test on the test examples, Holm-corrected over all {n_tests} "
@@ -226,14 +246,9 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     ]
     lines += [f"![{name}]({name})\n\n{caption}\n" for name, caption in figures.items() if drawn[name]] or [
         "No figure had data to draw.", ""]
-    lines += ["", "Table for a paper: `table.tex` (booktabs)."]
-    report = out / "REPORT.md"
-    report.write_text("\n".join(lines) + "\n")
-
+    lines += ["", "Table for a paper: `table.tex` (booktabs).", ""]
     accuracy = accuracy_cells(mean, sd, " ± ", lambda text: f"[bold]{text}[/bold]").reset_index()
-    print_to_console(collection, unavailable_predictions, accuracy.rename(columns={"label": "backbone"}), verdict,
-                     report)
-    return report
+    return lines, verdict, accuracy.rename(columns={"label": "backbone"})
 
 
 def print_to_console(collection: Collection, unavailable_predictions: list[str], accuracy: pd.DataFrame,
