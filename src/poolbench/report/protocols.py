@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from poolbench.records import Record
 from poolbench.report.collect import protocol_of
@@ -111,6 +112,7 @@ def plot_learning_curves(curve: pd.DataFrame, path: Path) -> bool:
                 sd = line["acc_sd"].fillna(0)
                 ax.fill_between(line["n_train"], line["acc_mean"] - sd, line["acc_mean"] + sd, color=color, alpha=0.2)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # the decades only: minor labels overlap
             ax.set_title(f"{label} · {task}", fontsize=9)
             ax.set_xlabel("training examples")
         axes[i][0].set_ylabel("test accuracy")
@@ -139,6 +141,7 @@ def _per_layer(frame: pd.DataFrame, path: Path, panels: list[tuple[str, str]]) -
                                     color=color, alpha=0.2)
                 ax.set_title(f"{label} · {task}", fontsize=9)
                 ax.set_xlabel("layer (0 = embeddings)")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylabel(ylabel)
     _legend(figure, data["pooling"])
     figure.savefig(path, dpi=120)
