@@ -129,8 +129,8 @@ def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iter
     """Finished runs, each counted once, and the failed runs that were never completed later."""
     finished = [r for r in records if r.finished and protocol_of(r) == "full"]
     kept, duplicates, superseded = _counted_once(finished, _setting_and_seed)
-    protocols, *_ = _counted_once([r for r in records if r.finished and protocol_of(r) != "full"],
-                                  lambda r: (protocol_of(r), *_setting_and_seed(r)))
+    protocols, protocol_duplicates, protocol_superseded = _counted_once(
+        [r for r in records if r.finished and protocol_of(r) != "full"], lambda r: (protocol_of(r), *_setting_and_seed(r)))
     # A failed job that later finished (a re-launched sweep) is not a failure of the study.
     finished_ids = {r.run_id for r in records if r.finished}
     failed = {r.run_id: r for r in records if r.status == "failed" and r.run_id not in finished_ids}
@@ -138,7 +138,8 @@ def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iter
     # its factors (the pretraining seed among them) tell refused jobs apart.
     refused = {(r.run_id, _setting_and_seed(r)): r for r in records if r.status == "refused"}
     return Collection(kept, list(failed.values()), list(refused.values()), list(unreadable), list(missing),
-                      duplicates=duplicates, superseded=superseded, protocols=protocols)
+                      duplicates=duplicates + protocol_duplicates, superseded=superseded + protocol_superseded,
+                      protocols=protocols)
 
 
 @dataclass(frozen=True)
