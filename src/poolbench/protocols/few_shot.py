@@ -57,7 +57,8 @@ def few_shot(features: FeatureSet, job: Job) -> list[RunResult]:
     settings, layers = job.mode.few_shot, list(job.layers)
     labels = features.labels("train").numpy()
     pool = train_indices(labels, job.task.max_train_examples, job.seed)
-    draws = subsamples(labels[pool], settings.per_label, settings.repeats, job.seed)
+    pool_labels = labels[pool]
+    draws = subsamples(pool_labels, settings.per_label, settings.repeats, job.seed)
     train_x = features.vectors("train", job.pooling, layers, rows=pool).numpy()
     splits = {split: (features.vectors(split, job.pooling, layers).numpy(), features.labels(split).numpy())
               for split in ("validation", "test")}
@@ -67,7 +68,7 @@ def few_shot(features: FeatureSet, job: Job) -> list[RunResult]:
         scores, converged = [], []
         for rows in draws:
             layer_splits = {split_name[split]: (x[i], y) for split, (x, y) in splits.items()}
-            score, ok = fit_and_score(train_x[i, rows], labels[pool][rows], layer_splits, settings.max_iter, job.seed)
+            score, ok = fit_and_score(train_x[i, rows], pool_labels[rows], layer_splits, settings.max_iter, job.seed)
             scores.append(score)
             converged.append(ok)
         mean = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}

@@ -177,10 +177,11 @@ def protocols_section(records: list[Record], runs: pd.DataFrame, full_summary: p
         final = sort_poolings(with_labels(at_final_layer(table)), ["task", "label"])
         for name, column in (("rank full", "rank_full"), ("rank few-shot", "rank_few_shot")):
             text[name] = [("–" if pd.isna(rank) else str(int(rank))) for rank in final[column]]
-        per_label, repeats = _config_values(records, "few_shot", "per_label"), _config_values(records, "few_shot", "repeats")
+        per_label, repeats, max_iter = (_config_values(records, "few_shot", key) for key in ("per_label", "repeats",
+                                                                                              "max_iter"))
         lines += ["### Few-shot (MTEB's classification protocol)", "",
                   f"{per_label} training examples per label, {repeats} seeded stratified subsamples of the training "
-                  "rows per seed, sklearn's LogisticRegression (C = 1, max_iter = 100) on the vectors as they are, "
+                  f"rows per seed, sklearn's LogisticRegression (C = 1, max_iter = {max_iter}) on the vectors as they are, "
                   "test accuracy averaged over the subsamples (poolbench/protocols/few_shot.py says where this "
                   "differs from MTEB). Beside it the full probe on all training rows; rank = the readout's place in "
                   "its cell (1 = best) under each protocol: does the ordering hold?", "",
