@@ -127,8 +127,8 @@ def test_control_labels_keep_the_label_distribution_and_follow_the_first_word(ma
     largest_type = max(Counter(words).values())
     assert n_types == len(set(words)) > 50
     task_counts, control_counts = torch.bincount(task, minlength=16), torch.bincount(mapped, minlength=16)
-    assert (task_counts - control_counts).abs().max() <= largest_type
-    assert (task_counts - control_counts).abs().sum() / len(task) < 0.1  # total variation, in rows
+    assert (task_counts - control_counts).abs().max() <= largest_type  # the contract
+    assert torch.equal(task_counts, control_counts)  # mcid's 504 first words are small enough to fill labels exactly
     by_word = defaultdict(set)
     for word, label in zip(words, mapped.tolist()):
         by_word[word].add(label)

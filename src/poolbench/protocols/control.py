@@ -8,7 +8,9 @@ sklearn's English stop-word list, else its first word): every text that starts w
 word gets the same control label, drawn by a seeded random function of the word (`mode.control.seed`).
 The function keeps the task's label distribution: word types go, largest first, to a random label
 that still has room for all their texts (counted over train, validation and test together), so each
-label ends within one type's size of its count in the task.
+label ends within one type's size of its count in the task. Measured (seed 0): exact on mcid, trec and
+nsp_bbc; on banking77 one first word starts 575 texts, more than any label has, and the control
+distribution is 6.3% (total variation) from the task's.
 
 Selectivity = task accuracy - control accuracy, per readout x layer: both heads are the full
 probe's (probe.fit_heads), on the same rows with the same seed, selected on validation.
