@@ -148,13 +148,16 @@ def _per_layer(frame: pd.DataFrame, path: Path, panels: list[tuple[str, str]]) -
     return True
 
 
-def _final_rows(table: pd.DataFrame, cells: dict[str, tuple[str, str]]) -> pd.DataFrame:
-    """The final layer's rows as text: task, backbone, pooling and `cells` {column: (mean, sd)}."""
+def _final_rows(table: pd.DataFrame, percents: dict[str, str], numbers: dict[str, tuple[str, str]] | None = None
+                ) -> pd.DataFrame:
+    """The final layer's rows as text: task, backbone, pooling, then `percents` {name: metric} as
+    "mean ± sd" in percent (from <metric>_mean and <metric>_sd), and `numbers` {name: (column, format)}."""
     final = sort_poolings(with_labels(at_final_layer(table)), ["task", "label"])
     out = final[KEY].rename(columns={"label": "backbone"})
-    for name, (mean, sd) in cells.items():
-        out[name] = [_percent(m, s) if sd else f"{m:,.0f}" if "bits" in name else f"{m:.2f}"
-                     for m, s in zip(final[mean], final[sd] if sd else final[mean])]
+    for name, metric in percents.items():
+        out[name] = [_percent(m, s) for m, s in zip(final[f"{metric}_mean"], final[f"{metric}_sd"])]
+    for name, (column, form) in (numbers or {}).items():
+        out[name] = [form.format(value) for value in final[column]]
     return out.reset_index(drop=True)
 
 
@@ -172,8 +175,7 @@ def protocols_section(records: list[Record], runs: pd.DataFrame, full_summary: p
     if not few.empty:
         table = few_shot_table(few, full_summary)
         table.to_csv(out / "few_shot.csv", index=False)
-        text = _final_rows(table, {"full probe": ("full_acc_mean", "full_acc_sd"),
-                                   "few-shot": ("test/acc_mean", "test/acc_sd")})
+        text = _final_rows(table, {"full probe": "full_acc", "few-shot": "test/acc"})
         final = sort_poolings(with_labels(at_final_layer(table)), ["task", "label"])
         for name, column in (("rank full", "rank_full"), ("rank few-shot", "rank_few_shot")):
             text[name] = [("–" if pd.isna(rank) else str(int(rank))) for rank in final[column]]
@@ -198,10 +200,11 @@ def protocols_section(records: list[Record], runs: pd.DataFrame, full_summary: p
     if not mdl.empty:
         table = _mean_sd(mdl, ["mdl/online_bits", "mdl/compression", "test/acc", "mdl/uniform_bits"])
         table.to_csv(out / "mdl.csv", index=False)
-        text = _final_rows(table, {"online bits": ("mdl/online_bits_mean", ""),
-                                   "uniform bits": ("mdl/uniform_bits_mean", ""),
-                                   "compression": ("mdl/compression_mean", ""),
-                                   "test accuracy": ("test/acc_mean", "test/acc_sd")})
+        text = _final_rows(table, {"test accuracy": "test/acc"},
+                           {"online bits": ("mdl/online_bits_mean", "{:,.0f}"),
+                            "uniform bits": ("mdl/uniform_bits_mean", "{:,.0f}"),
+                            "compression": ("mdl/compression_mean", "{:.2f}")})
+        text = text[[*text.columns[:3], "online bits", "uniform bits", "compression", "test accuracy"]]
         lines += ["### Minimum description length (online code)", "",
                   "Voita & Titov (2020): the training rows in a seeded order, blocks ending at "
                   f"{_config_values(records, 'mdl', 'blocks')} % of them, the first block sent uniformly, each later "
@@ -216,10 +219,8 @@ def protocols_section(records: list[Record], runs: pd.DataFrame, full_summary: p
     if not control.empty:
         table = _mean_sd(control, ["test/acc", "control/test/acc", "selectivity", "control/test_majority"])
         table.to_csv(out / "selectivity.csv", index=False)
-        text = _final_rows(table, {"task accuracy": ("test/acc_mean", "test/acc_sd"),
-                                   "control accuracy": ("control/test/acc_mean", "control/test/acc_sd"),
-                                   "selectivity": ("selectivity_mean", "selectivity_sd"),
-                                   "control majority": ("control/test_majority_mean", "control/test_majority_sd")})
+        text = _final_rows(table, {"task accuracy": "test/acc", "control accuracy": "control/test/acc",
+                                   "selectivity": "selectivity", "control majority": "control/test_majority"})
         lines += ["### Selectivity (control task)", "",
                   "Hewitt & Liang (2019), adapted to sentences: the control label is a seeded random function of the "
                   "text's first content word that keeps the task's label distribution. Selectivity = task accuracy − "
