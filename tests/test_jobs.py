@@ -10,7 +10,8 @@ from dataclasses import fields
 import pytest
 
 from poolbench import jobs
-from poolbench.config import BackboneConfig, DiagnoseConfig, FinetuneConfig, ProbeConfig, TaskConfig, TrainerConfig
+from poolbench.config import (BackboneConfig, ControlConfig, DiagnoseConfig, FewShotConfig, FinetuneConfig,
+                              LearningCurveConfig, MDLConfig, ProbeConfig, Protocol, TaskConfig, TrainerConfig)
 from poolbench.jobs import MODES, typed_config
 from poolbench.records import run_identity
 
@@ -92,11 +93,16 @@ NOT_IDENTITY = {
     # built recipe by its location (<arm>-<size>-<hash of every recipe field and the corpus>).
     BackboneConfig: {"trained_pooler", "pretrain"},
     TaskConfig: set(),
+    FewShotConfig: set(), LearningCurveConfig: set(), MDLConfig: set(), ControlConfig: set(),
 }
-ALLOW_LISTS = {ProbeConfig: jobs.PROBE_IDENTITY, FinetuneConfig: jobs.FINETUNE_IDENTITY,
-               DiagnoseConfig: jobs.DIAGNOSE_IDENTITY,
+# A probe's protocol and the chosen protocol's settings are identity when the protocol is not full.
+ALLOW_LISTS = {ProbeConfig: (*jobs.PROBE_IDENTITY, "protocol", *(p.value for p in jobs.PROTOCOL_IDENTITY)),
+               FinetuneConfig: jobs.FINETUNE_IDENTITY, DiagnoseConfig: jobs.DIAGNOSE_IDENTITY,
                TrainerConfig: jobs.TRAINER_IDENTITY, BackboneConfig: jobs.BACKBONE_IDENTITY,
-               TaskConfig: jobs.TASK_IDENTITY}
+               TaskConfig: jobs.TASK_IDENTITY,
+               FewShotConfig: jobs.PROTOCOL_IDENTITY[Protocol.few_shot],
+               LearningCurveConfig: jobs.PROTOCOL_IDENTITY[Protocol.learning_curve],
+               MDLConfig: jobs.PROTOCOL_IDENTITY[Protocol.mdl], ControlConfig: jobs.PROTOCOL_IDENTITY[Protocol.control]}
 
 
 @pytest.mark.parametrize("schema", list(ALLOW_LISTS), ids=lambda s: s.__name__)

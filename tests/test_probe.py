@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from poolbench.jobs import run_job as run
-from poolbench.probe import _seed_of, init_heads, probe_layers, train_heads
+from poolbench.probe import seed_of, init_heads, probe_layers, train_heads
 from poolbench.records import read_predictions, read_record
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "backbone=tiny-bert", "mode.max_epochs=5"]
@@ -35,7 +35,7 @@ def test_one_batched_head_is_torch_adamw_on_a_linear_layer():
         linear.bias.copy_(bias[0, 0])
     optimizer = torch.optim.AdamW([{"params": [linear.weight], "weight_decay": wd},
                                    {"params": [linear.bias], "weight_decay": 0.0}], lr=lr)
-    order = torch.Generator().manual_seed(_seed_of("order", seed))
+    order = torch.Generator().manual_seed(seed_of("order", seed))
     for batch in torch.randperm(96, generator=order).split(batch_size):
         optimizer.zero_grad()
         nn.functional.cross_entropy(linear(x[0, batch]), y[batch]).backward()

@@ -62,6 +62,20 @@ class Mode(Enum):
     diagnose = "diagnose"
 
 
+class Protocol(Enum):
+    """How a probe job uses the training split (poolbench.protocols)."""
+
+    full = "full"  # the heads of probe.py on every training row: the study's default
+    few_shot = "few_shot"  # MTEB's classification protocol: k per label, repeated, fixed logistic regression
+    learning_curve = "learning_curve"  # the full probe's heads at growing training sizes
+    mdl = "mdl"  # online codelength (Voita & Titov 2020)
+    control = "control"  # a control task (Hewitt & Liang 2019): selectivity = task - control accuracy
+
+
+# Voita & Titov (2020)'s online-code block boundaries, in percent of the training rows.
+MDL_BLOCKS = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25.0, 50.0, 100.0]
+
+
 # The pretraining arms (poolbench.pretrain): `random` is the arms' shared initial weights, untrained.
 ARMS = ("random", "mlm", "mlm_pairs", "mlm_nsp", "mlm_sop")
 SENTENCE_ARMS = ("mlm_nsp", "mlm_sop")  # the arms whose sentence loss trains the pooler
@@ -142,6 +156,35 @@ class FinetuneConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """MTEB's AbsTaskClassification with method=logReg: `per_label` (its samples_per_label) training
+    examples per label, `repeats` (its n_experiments) subsamples, sklearn's LogisticRegression with
+    its defaults but max_iter (C = 1, L2, lbfgs) on the vectors as they are."""
+
+    per_label: int = 8
+    repeats: int = 10
+    max_iter: int = 100
+
+
+@dataclass
+class LearningCurveConfig:
+    """Training sizes: `per_label` examples of each label (stratified), and `fractions` of the rows."""
+
+    per_label: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    fractions: list[float] = field(default_factory=lambda: [0.1, 1.0])
+
+
+@dataclass
+class MDLConfig:
+    blocks: list[float] = field(default_factory=lambda: list(MDL_BLOCKS))  # percent of the rows, rising, last 100
+
+
+@dataclass
+class ControlConfig:
+    seed: int = 0  # draws the control task: which first word gets which label
+
+
+@dataclass
 class ProbeConfig:
     name: Mode = Mode.probe
     lr: float = 1e-2
@@ -156,6 +199,12 @@ class ProbeConfig:
     # (banking77 / mcid train, best of 3), 2048 encoded 5,307 / 545 tokens/s against 16384's 4,142 /
     # 517 (MiniLM-L6 / SmolLM2). On a GPU, raise it.
     encode_batch_tokens: int = 2048
+    # The protocol and its settings; only the chosen protocol's settings enter a run's identity.
+    protocol: Protocol = Protocol.full
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
+    learning_curve: LearningCurveConfig = field(default_factory=LearningCurveConfig)
+    mdl: MDLConfig = field(default_factory=MDLConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
 
 
 @dataclass
@@ -301,6 +350,8 @@ def validate(config: Config) -> None:
     for wd in _value(config, "mode.weight_decays") or []:
         if wd < 0:
             raise ConfigError(f"mode.weight_decays holds {wd}: every weight decay must be >= 0.")
+    if config.mode.name == Mode.probe:
+        _check_protocol(config.mode)
     if config.backbone.padding_side not in (None, "left", "right"):
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
     if config.pooling.name == Pooling.pooler:
@@ -312,6 +363,28 @@ def validate(config: Config) -> None:
     if layer == "all" and config.mode.name == Mode.finetune:
         raise ConfigError("layer=all needs mode=probe or mode=diagnose: fine-tuning trains one pooling of one layer "
                           "per run.")
+
+
+def _check_protocol(settings: ProbeConfig) -> None:
+    """The protocols' settings (all of them: a sweep may switch protocol on the command line)."""
+    for name in ("per_label", "repeats", "max_iter"):
+        value = getattr(settings.few_shot, name)
+        if value < 1:
+            raise ConfigError(f"mode.few_shot.{name}={value} is out of range: it must be >= 1.")
+    curve = settings.learning_curve
+    if not curve.per_label and not curve.fractions:
+        raise ConfigError("mode.learning_curve has no training size: give per_label (e.g. [8, 16]) or fractions.")
+    if any(n < 1 for n in curve.per_label):
+        raise ConfigError(f"mode.learning_curve.per_label={list(curve.per_label)}: every size must be >= 1 example per label.")
+    if any(not 0 < f <= 1 for f in curve.fractions):
+        raise ConfigError(f"mode.learning_curve.fractions={list(curve.fractions)}: every fraction must be in (0, 1], "
+                          "e.g. 0.1 for 10% of the training rows.")
+    blocks = list(settings.mdl.blocks)
+    if (len(blocks) < 2 or blocks[0] <= 0 or blocks[-1] != 100 or any(a >= b for a, b in zip(blocks, blocks[1:]))):
+        raise ConfigError(f"mode.mdl.blocks={blocks}: block ends are percentages of the training rows, at least two, "
+                          f"strictly rising from above 0 to exactly 100 (Voita & Titov's: {MDL_BLOCKS}).")
+    if settings.control.seed < 0:
+        raise ConfigError(f"mode.control.seed={settings.control.seed} is out of range: it must be >= 0.")
 
 
 def _check_pooler(config: Config) -> None:

@@ -33,10 +33,10 @@ from hydra.utils import get_class
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from poolbench import finetune, probe
+from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import known_facts, load_backbone
-from poolbench.config import Config, ConfigError, Job, Mode, absolute_layers, plain_fields, validate
+from poolbench.config import Config, ConfigError, Job, Mode, Protocol, absolute_layers, plain_fields, validate
 from poolbench.pretrain.build import ensure_pretrained
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
@@ -44,6 +44,7 @@ from poolbench.records import (Factors, Record, RunResult, find_finished, regist
 log = logging.getLogger("poolbench")
 
 METRICS_LOGGED = ("val/acc", "val/f1", "test/acc", "test/f1")
+PROTOCOL_METRICS = ("few_shot", "curve", "mdl", "control", "selectivity")  # prefixes of the protocols' own metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +60,13 @@ TASK_IDENTITY = ("name", "source", "location", "max_train_examples", "split_seed
 PROBE_IDENTITY = ("lr", "weight_decays", "max_epochs", "patience", "batch_size")
 # Not the batch sizes: speed knobs (batch composition moves the numbers by float rounding only).
 DIAGNOSE_IDENTITY = ("attention_texts", "erasure_texts", "erasure_positions", "knn_k", "anisotropy_pairs")
+# A protocol other than full adds itself and its own settings (mode.<protocol>), so the ids of
+# full-protocol runs are those they had before protocols existed. few_shot trains no AdamW head:
+# only its own settings are its identity.
+PROTOCOL_IDENTITY = {Protocol.few_shot: ("per_label", "repeats", "max_iter"),
+                     Protocol.learning_curve: ("per_label", "fractions"),
+                     Protocol.mdl: ("blocks",),
+                     Protocol.control: ("seed",)}
 # Not num_workers: a speed knob.
 FINETUNE_IDENTITY = ("lr", "weight_decay", "warmup_ratio", "dropout", "batch_size")
 # What changes the optimisation; not progress bars, model summaries, logging cadence, sanity checks.
@@ -81,7 +89,12 @@ def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
 
 
 def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
-    return {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
+    protocol = config.mode.protocol
+    if protocol == Protocol.full:
+        return {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
+    settings = plain_fields(getattr(config.mode, protocol.value), PROTOCOL_IDENTITY[protocol])
+    heads = {} if protocol == Protocol.few_shot else plain_fields(config.mode, PROBE_IDENTITY)
+    return {**_common_identity(config, layer), "probe": {**heads, "protocol": protocol.value, protocol.value: settings}}
 
 
 def finetune_identity(config: Config, layer: int | str) -> dict[str, Any]:
@@ -102,7 +115,9 @@ class ModeEntry:
 
 MODES: dict[Mode, ModeEntry] = {
     Mode.finetune: ModeEntry(finetune.run, finetune_identity),
-    Mode.probe: ModeEntry(probe.run, probe_identity),
+    # Full probes log their scores; the other protocols their own numbers too (poolbench.protocols).
+    Mode.probe: ModeEntry(protocols.run, probe_identity,
+                          logged=lambda key: key in METRICS_LOGGED or key.split("/")[0] in PROTOCOL_METRICS),
     # W&B gets the means, not their interval bounds.
     Mode.diagnose: ModeEntry(diagnose.run, diagnose_identity, reads_pooling=False,
                              logged=lambda key: not key.endswith(("_low", "_high"))),

@@ -66,7 +66,7 @@ MIN_LOSS_DELTA = 1e-4
 # ---------------------------------------------------------------------------------------------
 # Heads
 
-def _seed_of(*parts: Any) -> int:
+def seed_of(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(repr, parts)).encode()).digest()[:8], "little") & (2**63 - 1)
 
 
@@ -79,7 +79,7 @@ def init_heads(layers: Sequence[int], weight_decays: Sequence[float], seed: int,
     bias = torch.empty(len(layers), len(weight_decays), num_labels)
     for i, layer in enumerate(layers):
         for d, wd in enumerate(weight_decays):
-            generator = torch.Generator().manual_seed(_seed_of("head", seed, layer, float(wd)))
+            generator = torch.Generator().manual_seed(seed_of("head", seed, layer, float(wd)))
             weight[i, :, d] = torch.empty(hidden, num_labels).uniform_(-bound, bound, generator=generator)
             bias[i, d] = torch.empty(num_labels).uniform_(-bound, bound, generator=generator)
     return weight, bias
@@ -144,7 +144,7 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
     active = torch.ones(L, D, dtype=torch.bool)
     waited = torch.zeros(L, D, dtype=torch.long)
     live = torch.arange(L)  # positions (in train_x and best) of the layers still computed
-    order = torch.Generator().manual_seed(_seed_of("order", seed))
+    order = torch.Generator().manual_seed(seed_of("order", seed))
     onehot_all = torch.nn.functional.one_hot(train_y, C).float()
     step = 0
     for epoch in range(1, max_epochs + 1):
@@ -207,10 +207,47 @@ def train_indices(labels: np.ndarray, max_examples: int | None, seed: int) -> np
     return stratified_indices(labels, max_examples, seed)
 
 
-def _metrics(logits: Tensor, y: Tensor, num_labels: int) -> dict[str, float]:
+def metrics_of(logits: Tensor, y: Tensor, num_labels: int) -> dict[str, float]:
     preds = logits.argmax(-1)
     return {"acc": float(multiclass_accuracy(preds, y, num_labels, average="micro")),
             "f1": float(multiclass_f1_score(preds, y, num_labels, average="macro"))}
+
+
+@dataclass
+class FittedHeads:
+    """The validation-selected head of every layer, and the training statistics it standardises with."""
+
+    weight: Tensor  # [L, H, 1, C]
+    bias: Tensor  # [L, 1, C]
+    stats: tuple[Tensor, Tensor]
+    weight_decays: list[float]  # chosen per layer
+    epochs: list[int]  # best epoch per layer, 1-based
+    epochs_run: int
+    heads: int  # heads trained: layers x weight decays
+    val_logits: Tensor  # [L, m, C]
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Raw vectors x [L, n, H] (standardised in place) -> logits [L, n, C]."""
+        standardize(self.stats, x)
+        return head_logits(x, self.weight, self.bias)[:, :, 0]
+
+
+def fit_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, layers: Sequence[int],
+              settings: ProbeConfig, num_labels: int, seed: int) -> FittedHeads:
+    """Standardise train_x and val_x IN PLACE with the training rows' statistics, train every
+    (layer, weight decay) head, and keep the one validation selects per layer."""
+    stats = fit_standardizer(train_x)
+    standardize(stats, train_x, val_x)
+    weight_decays = [float(wd) for wd in settings.weight_decays]
+    heads = train_heads(train_x, train_y, val_x, val_y, layers, weight_decays, num_labels, seed=seed, lr=settings.lr,
+                        batch_size=settings.batch_size, max_epochs=settings.max_epochs, patience=settings.patience)
+    chosen = heads.select()
+    index = torch.arange(len(layers))
+    weight = heads.weight[index, :, chosen].unsqueeze(2)
+    bias = heads.bias[index, chosen].unsqueeze(1)
+    return FittedHeads(weight=weight, bias=bias, stats=stats, weight_decays=[weight_decays[c] for c in chosen],
+                       epochs=[int(heads.epoch[i, c]) for i, c in enumerate(chosen)], epochs_run=heads.epochs_run,
+                       heads=len(layers) * len(weight_decays), val_logits=head_logits(val_x, weight, bias)[:, :, 0])
 
 
 def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], settings: ProbeConfig, seed: int,
@@ -222,26 +259,15 @@ def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], sett
     rows = train_indices(labels.numpy(), max_train_examples, seed)
     train_x, train_y = features.vectors("train", pooling, layers, rows=rows), labels[rows]
     val_x, val_y = features.vectors("validation", pooling, layers), features.labels("validation")
-    stats = fit_standardizer(train_x)
-    standardize(stats, train_x, val_x)
-    weight_decays = [float(wd) for wd in settings.weight_decays]
-    heads = train_heads(train_x, train_y, val_x, val_y, layers, weight_decays, num_labels, seed=seed, lr=settings.lr,
-                        batch_size=settings.batch_size, max_epochs=settings.max_epochs, patience=settings.patience)
-    del train_x
-    chosen = heads.select()
-    index = torch.arange(len(layers))
-    weight = heads.weight[index, :, chosen].unsqueeze(2)  # [L, H, 1, C]
-    bias = heads.bias[index, chosen].unsqueeze(1)  # [L, 1, C]
-    val_logits = head_logits(val_x, weight, bias)[:, :, 0]
-    del val_x
+    fitted = fit_heads(train_x, train_y, val_x, val_y, layers, settings, num_labels, seed)
+    del train_x, val_x
     # Test is read now, once, at the selected setting of every layer.
     test_x, test_y = features.vectors("test", pooling, layers), features.labels("test")
-    standardize(stats, test_x)
-    test_logits = head_logits(test_x, weight, bias)[:, :, 0]
+    test_logits = fitted.logits(test_x)
     test_ids = features.ids("test")
     results = []
     for i, layer in enumerate(layers):
-        val, test = _metrics(val_logits[i], val_y, num_labels), _metrics(test_logits[i], test_y, num_labels)
+        val, test = metrics_of(fitted.val_logits[i], val_y, num_labels), metrics_of(test_logits[i], test_y, num_labels)
         probs = test_logits[i].softmax(-1)
         predictions = pd.DataFrame({"id": test_ids.numpy(), "label": test_y.numpy(),
                                     "prediction": probs.argmax(-1).numpy(), "probs": list(probs.numpy())})
@@ -249,13 +275,12 @@ def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], sett
             layer=layer,
             metrics={"val/acc": val["acc"], "val/f1": val["f1"], "test/acc": test["acc"], "test/f1": test["f1"],
                      "n_test": len(test_y), "n_train": len(rows), "n_labels": num_labels},
-            selection={"weight_decay": weight_decays[chosen[i]], "epoch": int(heads.epoch[i, chosen[i]]),
-                       "monitor": "val/acc"},
+            selection={"weight_decay": fitted.weight_decays[i], "epoch": fitted.epochs[i], "monitor": "val/acc"},
             timings={},
             predictions=predictions.sort_values("id").reset_index(drop=True),
             features=features.key,
         ))
-    return results, {"epochs_run": heads.epochs_run, "heads": len(layers) * len(weight_decays)}
+    return results, {"epochs_run": fitted.epochs_run, "heads": fitted.heads}
 
 
 def run(job: Job, logger: Any = None) -> list[RunResult]:

@@ -45,7 +45,7 @@ class RunResult:
     metrics: dict[str, float]
     selection: dict[str, Any]
     timings: dict[str, float]
-    predictions: pd.DataFrame | None  # one row per test example; None for a mode that predicts nothing (diagnose)
+    predictions: pd.DataFrame | None  # one row per test example; None for a mode or probe protocol that keeps none
     features: str | None = None  # the feature cache entry it read, if any
 
 

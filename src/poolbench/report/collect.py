@@ -35,6 +35,9 @@ class Collection:
     missing: list[str] = field(default_factory=list)  # job dirs that never wrote a record
     duplicates: int = 0  # the same run found again (a finished run reused by a later sweep)
     superseded: int = 0  # older runs with the same factors as a newer one but another config
+    # Finished runs of a probe protocol other than full (report/protocols.py), each counted once: they
+    # share their factors with the full probe's runs, so they stay out of `finished` and its tests.
+    protocols: list[Record] = field(default_factory=list)
 
 
 def read_local(roots: Iterable[Path]) -> tuple[list[Record], list[str], list[str]]:
@@ -95,33 +98,48 @@ def wandb_record(run: Any) -> Record:
     )
 
 
+def protocol_of(record: Record) -> str:
+    """A record's probe protocol (poolbench.protocols); records of fine-tuning, and of probes written
+    before protocols existed, are `full`."""
+    return (record.config.get("mode") or {}).get("protocol") or "full"
+
+
 def _setting_and_seed(record: Record) -> tuple[str, ...]:
     return tuple(map(str, astuple(record.factors)))
 
 
-def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
-    """Finished runs, each counted once, and the failed runs that were never completed later."""
-    finished = [r for r in records if r.finished]
+def _counted_once(finished: list[Record], setting) -> tuple[list[Record], int, int]:
+    """Each finished run once, the newest config of each setting; and how many were found twice
+    and how many superseded. `setting(record)` names what one run of a study is."""
     # The same run_id with the same factors is one run found twice (reuse_record copies a finished
     # record into a later sweep). Keying on the factors too keeps distinct poolings apart should a
     # writer ever give them one run_id.
     unique: dict[tuple, Record] = {}
     for record in finished:
-        unique.setdefault((record.run_id, _setting_and_seed(record)), record)
+        unique.setdefault((record.run_id, setting(record)), record)
     # Two runs with identical factors but different run_ids differ in config outside the factors
     # (a changed learning rate, say); averaging them as seeds would mix two experiments. The newest wins.
     newest: dict[tuple, Record] = {}
     for record in sorted(unique.values(), key=lambda r: r.created or ""):
-        newest[_setting_and_seed(record)] = record
+        newest[setting(record)] = record
+    return list(newest.values()), len(finished) - len(unique), len(unique) - len(newest)
+
+
+def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
+    """Finished runs, each counted once, and the failed runs that were never completed later."""
+    finished = [r for r in records if r.finished and protocol_of(r) == "full"]
+    kept, duplicates, superseded = _counted_once(finished, _setting_and_seed)
+    protocols, protocol_duplicates, protocol_superseded = _counted_once(
+        [r for r in records if r.finished and protocol_of(r) != "full"], lambda r: (protocol_of(r), *_setting_and_seed(r)))
     # A failed job that later finished (a re-launched sweep) is not a failure of the study.
-    finished_ids = {r.run_id for r in finished}
+    finished_ids = {r.run_id for r in records if r.finished}
     failed = {r.run_id: r for r in records if r.status == "failed" and r.run_id not in finished_ids}
     # A refused job's run id is computed before its backbone is named (a recipe not yet built), so
     # its factors (the pretraining seed among them) tell refused jobs apart.
     refused = {(r.run_id, _setting_and_seed(r)): r for r in records if r.status == "refused"}
-    return Collection(list(newest.values()), list(failed.values()), list(refused.values()), list(unreadable),
-                      list(missing),
-                      duplicates=len(finished) - len(unique), superseded=len(unique) - len(newest))
+    return Collection(kept, list(failed.values()), list(refused.values()), list(unreadable), list(missing),
+                      duplicates=duplicates + protocol_duplicates, superseded=superseded + protocol_superseded,
+                      protocols=protocols)
 
 
 @dataclass(frozen=True)

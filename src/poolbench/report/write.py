@@ -52,6 +52,7 @@ from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_lo
 from poolbench.report.mechanism import mechanism_section
 from poolbench.report.equivalence import MARGIN, PERMUTATIONS
 from poolbench.report.naming import at_final_layer, values_of
+from poolbench.report.protocols import PROTOCOL_OUTPUTS, protocols_section
 from poolbench.report.statistics import (BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
                                          example_differences, flip_table, summarize)
 from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_markdown, comparisons_for_markdown,
@@ -63,13 +64,16 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide eno
 
 
 def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"runs": ["analysed (finished)", "failed (skipped)", "refused configs (nothing ran)",
-                                  "unreadable record dirs (skipped)", "job dirs without a record",
-                                  "duplicates counted once", "superseded by a newer config",
-                                  "finished without per-example predictions"],
-                         "count": [len(collection.finished), len(collection.failed), len(collection.refused),
-                                   len(collection.unreadable), len(collection.missing), collection.duplicates,
-                                   collection.superseded, len(unavailable_predictions)]})
+    counts = pd.DataFrame({"runs": ["analysed (finished)", "failed (skipped)", "refused configs (nothing ran)",
+                                    "unreadable record dirs (skipped)", "job dirs without a record",
+                                    "duplicates counted once", "superseded by a newer config",
+                                    "finished without per-example predictions"],
+                           "count": [len(collection.finished), len(collection.failed), len(collection.refused),
+                                     len(collection.unreadable), len(collection.missing), collection.duplicates,
+                                     collection.superseded, len(unavailable_predictions)]})
+    if collection.protocols:  # a row only where there are some: reports without them stay as they were
+        counts.loc[len(counts)] = ["probe protocol runs (section Protocols only)", len(collection.protocols)]
+    return counts
 
 
 def refused_lines(refused: list[Record]) -> list[str]:
@@ -133,11 +137,15 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     `commands`: how the runs and the report were produced, for the provenance section; `margin`:
     the equivalence margin, as a fraction (0.01 = one accuracy point). Diagnose runs predict nothing:
     they enter the Mechanism section only."""
-    if not collection.finished:
+    if not collection.finished and not collection.protocols:
         raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in PROTOCOL_OUTPUTS:
+        (out / name).unlink(missing_ok=True)  # no stale protocol table or figure from an earlier report here
+    if not collection.finished:
+        return write_protocols_only(collection, out, title, commands)
     predictions, unavailable_predictions = read_all_predictions(
         [r for r in collection.finished if r.factors.mode != "diagnose"])
     every_run = runs_table(collection.finished, predictions)
@@ -220,6 +228,10 @@ def accuracy_lines(runs: pd.DataFrame, summary: pd.DataFrame, predictions: dict,
     ]
     if "arm" in runs and runs["arm"].notna().any():  # backbones pretrained here, in arms (report/arms.py)
         lines += arms_section(runs, out)
+    if collection.protocols:
+        lines += protocols_section(collection.protocols, runs_table(collection.protocols, {}), summary, out)
+    if collection.protocols:
+        lines += protocols_section(collection.protocols, runs_table(collection.protocols, {}), summary, out)
     lines += [
         "## Test accuracy (%) at the final layer", "",
         "Mean ± sd over seeds; best readout per row in bold. Every layer and setting, with 95% CIs: `summary.csv`.", "",
@@ -249,6 +261,20 @@ def accuracy_lines(runs: pd.DataFrame, summary: pd.DataFrame, predictions: dict,
     lines += ["", "Table for a paper: `table.tex` (booktabs).", ""]
     accuracy = accuracy_cells(mean, sd, " ± ", lambda text: f"[bold]{text}[/bold]").reset_index()
     return lines, verdict, accuracy.rename(columns={"label": "backbone"})
+
+
+def write_protocols_only(collection: Collection, out: Path, title: str | None, commands: Iterable[str]) -> Path:
+    """The report of a study that ran only protocols other than full: its runs and the protocols' section."""
+    runs = runs_table(collection.protocols, {})
+    studies = ", ".join(sorted(runs["study"].dropna().astype(str).unique())) or "unnamed study"
+    lines = [f"# {title or f'poolbench report: {studies}'}", "", "## The question", "", QUESTION, "",
+             "## Runs", "", markdown_table(run_counts(collection, [])), "",
+             *setup_section(runs, list(commands)),
+             *protocols_section(collection.protocols, runs, None, out)]
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines) + "\n")
+    console.print(f"report: {report}", markup=False)
+    return report
 
 
 def print_to_console(collection: Collection, unavailable_predictions: list[str], accuracy: pd.DataFrame,
