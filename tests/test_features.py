@@ -17,7 +17,7 @@ from poolbench.backbones import forward_hidden_states, load_backbone
 from poolbench.jobs import run_job as run, typed_config
 from poolbench.data import tokenize
 from poolbench.features import FeatureSet, encoding_plan, ensure_features, features_root
-from poolbench.pooling import POOLINGS, pool_all
+from poolbench.pooling import POOLINGS, TOKEN_POOLINGS, pool, special_mask, special_token_ids
 from poolbench.tasks import load_task
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "mode.max_epochs=3"]
@@ -46,15 +46,19 @@ def test_cached_vectors_equal_freshly_pooled_ones(make_cfg, features_of, tmp_pat
     task = load_task(cfg.task, Path(cfg.paths.cache_dir))
     split = tokenize(task, backbone_.tokenizer, cfg.backbone.max_length)["validation"]
     rows = [0, 7, len(split) - 1]
+    assert found.poolings == list(TOKEN_POOLINGS)  # the tokenizer adds [CLS] and [SEP]: every stored pooling
     for pooling in POOLINGS:
-        cached = found.vectors("validation", pooling, rows=rows)
+        layers = range(1, found.num_layers + 1) if pooling == "first_last_avg" else range(found.num_layers + 1)
+        cached = found.vectors("validation", pooling, layers, rows=rows)
         for i, row in enumerate(rows):
             example = split[row]
             batch = {k: torch.tensor([example[k]]) for k in ("input_ids", "attention_mask", "token_type_ids")
                      if k in example}
             with torch.inference_mode():
                 states = forward_hidden_states(backbone_.model, batch)
-            fresh = torch.stack([pool_all(layer, batch["attention_mask"])[pooling][0] for layer in states])
+            special = special_mask(special_token_ids(backbone_.tokenizer), batch["input_ids"], batch["attention_mask"])
+            fresh = torch.stack([pool(states[layer], batch["attention_mask"], pooling, special=special,
+                                      first_layer=states[1])[0] for layer in layers])
             torch.testing.assert_close(cached[:, i], fresh, atol=1e-5, rtol=1e-5)
     assert found.labels("validation").tolist() == split["label"] and found.ids("validation").tolist() == split["id"]
 
