@@ -84,8 +84,8 @@ def _max(hidden_states: Tensor, mask: Tensor) -> Tensor:
 
 def _weighted_mean(hidden_states: Tensor, mask: Tensor) -> Tensor:
     # Weight i for the i-th REAL token (1..n), counted from the mask: the same weights under left and
-    # right padding. (sentence-transformers' "weightedmean" weighs by absolute position 1..seq, which
-    # equals this under right padding only.)
+    # right padding (older sentence-transformers releases weighed by absolute position 1..seq, which
+    # equals this under right padding only).
     weights = (mask.cumsum(dim=1) * mask).float()
     summed = (_unpadded(hidden_states, mask, 0.0) * weights.unsqueeze(-1)).sum(dim=1)
     return summed / weights.sum(dim=1, keepdim=True)
