@@ -448,7 +448,7 @@ def add_poolings(features: FeatureSet, backbone: Backbone, task: Task, max_lengt
         try:
             for split, dataset, _ in _encode_splits(backbone, task, max_length, max_tokens, missing,
                                                     lambda split, pooling: partial[split, pooling]):
-                if dataset["id"] != np.load(directory / f"{split}-ids.npy").tolist():
+                if not np.array_equal(np.asarray(dataset["id"]), np.load(directory / f"{split}-ids.npy")):
                     raise RuntimeError(f"{directory.name}/{split}: the examples encoded now are not the entry's; "
                                        "the entry does not belong to this backbone and task")
             for (split, pooling), path in partial.items():
