@@ -69,7 +69,7 @@ from poolbench.backbones import Backbone, load_backbone
 from poolbench.config import CONF_DIR, register, validate
 from poolbench.data import sorted_batches, tokenize
 from poolbench.features import EncodeStats, encode_split, encoding_batches, encoding_plan, features_for
-from poolbench.pooling import POOLINGS
+from poolbench.pooling import BASE_POOLINGS
 from poolbench.jobs import run_job, typed_config
 from poolbench.records import Record
 from poolbench.tasks import SPLITS, load_task
@@ -263,7 +263,7 @@ class Sweep:
 
 
 def measure_sweep(args: argparse.Namespace, shared: Path, scratch: Path) -> Sweep:
-    jobs = [(pooling, seed) for pooling in POOLINGS for seed in range(args.seeds)]  # Hydra's order
+    jobs = [(pooling, seed) for pooling in BASE_POOLINGS for seed in range(args.seeds)]  # Hydra's order
 
     def run_index(index: int, cache: Path, output_root: Path) -> list[Record]:
         pooling, seed = jobs[index]
@@ -333,7 +333,7 @@ def measure_dtypes(args: argparse.Namespace, shared: Path, scratch: Path) -> Dty
     test_acc: dict[str, dict[str, float]] = {dtype: {} for dtype in DTYPES}
     features = {}
     for dtype in DTYPES:
-        for pooling in POOLINGS:
+        for pooling in BASE_POOLINGS:
             cfg = compose_cfg("mode=probe", "layer=-1", "seed=0", f"backbone={args.backbone}", f"task={args.task}",
                               f"backbone.dtype={dtype}", f"pooling={pooling}", f"paths.cache_dir={cache}",
                               f"paths.output_root={output_root}")
@@ -345,7 +345,7 @@ def measure_dtypes(args: argparse.Namespace, shared: Path, scratch: Path) -> Dty
     # Vectors: every row of every split, at the last layer, as the probe reads them.
     layer = features["float32"].num_layers
     rel_diff = {}
-    for pooling in POOLINGS:
+    for pooling in BASE_POOLINGS:
         fp32, bf16 = (torch.cat([features[d].vectors(s, pooling, [layer])[0] for s in SPLITS]).double()
                       for d in DTYPES)
         rel = (bf16 - fp32).norm(dim=-1) / fp32.norm(dim=-1)
@@ -422,7 +422,7 @@ def dtype_table(args: argparse.Namespace, result: DtypeResult) -> Table:
                         f"layer, L{result.layer}; probe seed 0)", title_justify="left")
     for column in ("pooling", "||bf16-fp32||/||fp32|| max", "mean", "test acc fp32", "test acc bf16", "delta"):
         table.add_column(column, justify="right")
-    for pooling in POOLINGS:
+    for pooling in BASE_POOLINGS:
         worst, mean = result.rel_diff[pooling]
         acc32, acc16 = result.test_acc["float32"][pooling], result.test_acc["bfloat16"][pooling]
         table.add_row(pooling, f"{worst:.2e}", f"{mean:.2e}", f"{acc32:.4f}", f"{acc16:.4f}", f"{acc16 - acc32:+.4f}")
@@ -434,7 +434,7 @@ def dtype_table(args: argparse.Namespace, result: DtypeResult) -> Table:
 def dtype_verdict(result: DtypeResult) -> str:
     speed = result.tokens_per_s["bfloat16"] / result.tokens_per_s["float32"]
     worst_rel = max(worst for worst, _ in result.rel_diff.values())
-    worst_acc = max(abs(result.test_acc["bfloat16"][s] - result.test_acc["float32"][s]) for s in POOLINGS)
+    worst_acc = max(abs(result.test_acc["bfloat16"][s] - result.test_acc["float32"][s]) for s in BASE_POOLINGS)
     return (f"[bold]dtype:[/bold] bfloat16 encodes at [bold]{speed:.2f}x[/bold] float32's speed on this CPU "
             f"({torch.backends.cpu.get_cpu_capability()}); pooled vectors move by up to {worst_rel:.1%} "
             f"(last layer); probe test accuracy moves by at most [bold]{100 * worst_acc:.2f} points[/bold] (seed 0). "

@@ -23,7 +23,7 @@ from poolbench.assets import Unavailable, build_once, package_dir
 from poolbench.backbones import PACKAGED, Backbone, catalog_rows, forward_hidden_states, load_backbone
 from poolbench.backbones.converters import GEMMA_GGUF_SHA256, MPNET_ZIP_SHA256, concatenate, normalize_categorium
 from poolbench.config import CONF_DIR, BackboneConfig
-from poolbench.pooling import POOLINGS, pool_all
+from poolbench.pooling import BASE_POOLINGS, pool_all
 
 YAMLS = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
 # Different lengths, so that a batch pads all but the longest.
@@ -66,8 +66,8 @@ def pooled(backbone: Backbone, side: str, texts: list[str] = TEXTS) -> dict[str,
         assert batch["attention_mask"][:, 0].min() == 0, "the batch must really be left-padded"
     with torch.inference_mode():
         states = forward_hidden_states(backbone.model, batch)
-    per_layer = [pool_all(s, batch["attention_mask"]) for s in states]
-    return {s: torch.stack([p[s] for p in per_layer]) for s in POOLINGS}
+    per_layer = [pool_all(s, batch["attention_mask"], BASE_POOLINGS) for s in states]
+    return {s: torch.stack([p[s] for p in per_layer]) for s in BASE_POOLINGS}
 
 
 def assert_padding_side_changes_nothing(backbone: Backbone, atol: float = 1e-5, rtol: float = 1e-6) -> None:
@@ -75,7 +75,7 @@ def assert_padding_side_changes_nothing(backbone: Backbone, atol: float = 1e-5, 
     rtol times the largest |state| of the layer (Gemma's residual stream reaches 1e5 in its middle
     layers; a sentence alone and in a batch differ as much there)."""
     right, left = pooled(backbone, "right"), pooled(backbone, "left")
-    for pooling in POOLINGS:
+    for pooling in BASE_POOLINGS:
         scale = right[pooling].abs().amax(dim=(1, 2), keepdim=True)
         excess = ((left[pooling] - right[pooling]).abs() - (atol + rtol * scale)).amax(dim=(1, 2))
         assert (excess <= 0).all(), f"{pooling}: layers {excess.gt(0).nonzero().flatten().tolist()} differ"
@@ -158,7 +158,7 @@ def test_calling_bert_without_forward_hidden_states_would_let_left_padding_chang
         backbone.tokenizer.padding_side = side
         batch = backbone.tokenizer(TEXTS, padding=True, return_tensors="pt")
         with torch.inference_mode():
-            outputs[side] = pool_all(backbone.model(**batch).last_hidden_state, batch["attention_mask"])["mean"]
+            outputs[side] = pool_all(backbone.model(**batch).last_hidden_state, batch["attention_mask"], ["mean"])["mean"]
     assert (outputs["left"] - outputs["right"]).abs().max() > 1e-2
 
 

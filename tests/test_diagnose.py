@@ -24,9 +24,9 @@ from poolbench.diagnose.erasure import (erasure_sensitivity, neutral_token, rela
 from poolbench.diagnose.geometry import (anisotropy, centroid_predict, cls_mean_cosine, cls_mean_frame, geometry_table,
                                          knn_predict, majority_floor, training_free_accuracy)
 from poolbench.diagnose.stats import mean_over_texts
-from poolbench.diagnose.tokens import special_mask, tokenize_texts
+from poolbench.diagnose.tokens import tokenize_texts
 from poolbench.features import encode_batch
-from poolbench.pooling import POOLINGS
+from poolbench.pooling import BASE_POOLINGS, special_mask, special_token_ids
 from test_backbones import load  # noqa: F401 (a fixture: one way to load a yaml's backbone, shared)
 
 # Different lengths, so that a batch pads all but the longest.
@@ -116,7 +116,7 @@ def test_unknown_tokens_are_content_and_padding_is_neither(load):
     tokenizer = load("minilm-l6").tokenizer
     batch = tokenizer(["hello \u2603 world", "hi"], padding=True, return_tensors="pt")
     assert tokenizer.unk_token_id in batch["input_ids"][0].tolist()  # the snowman is not in the vocabulary
-    assert special_mask(tokenizer, batch["input_ids"], batch["attention_mask"]).tolist() == [
+    assert special_mask(special_token_ids(tokenizer), batch["input_ids"], batch["attention_mask"]).tolist() == [
         [True, False, False, False, True], [True, False, True, False, False]]
 
 
@@ -165,7 +165,7 @@ def test_relative_bins_are_tenths_of_the_content_tokens():
 def test_a_causal_decoders_cls_is_blind_to_every_later_token(load):
     backbone = load("tiny-gpt2")
     frame = erasure_sensitivity(backbone, TEXTS)
-    assert set(frame["pooling"]) == set(POOLINGS) and set(frame["layer"]) == set(range(backbone.num_layers + 1))
+    assert set(frame["pooling"]) == set(BASE_POOLINGS) and set(frame["layer"]) == set(range(backbone.num_layers + 1))
     # MiniLM's tokenizer: the first real token is [CLS], special, so every erased position is later.
     assert (frame["position"] > 0).all()
     assert frame.loc[frame["pooling"] == "cls", "sensitivity"].abs().max() < 1e-6
@@ -187,7 +187,7 @@ def test_an_encoders_layer0_cls_is_the_same_whatever_is_erased(load):
     summary = summarize_erasure(frame)
     assert set(summary["bin"]) <= {*map(str, range(10)), "all"}
     overall = summary[summary["bin"] == "all"]
-    assert len(overall) == len(POOLINGS) * (backbone.num_layers + 1) and (overall["n_texts"] == len(TEXTS)).all()
+    assert len(overall) == len(BASE_POOLINGS) * (backbone.num_layers + 1) and (overall["n_texts"] == len(TEXTS)).all()
 
 
 def test_mean_sensitivity_at_layer0_equals_the_embedding_arithmetic(load):
@@ -288,8 +288,8 @@ TOPICS = {
 def encoded(backbone: Backbone, texts: list[str]) -> dict[str, np.ndarray]:
     batch = tokenize_texts(backbone, texts)
     with torch.inference_mode():
-        pooled = encode_batch(backbone.model, batch).numpy()  # [poolings, layers + 1, n, hidden]
-    return {p: pooled[i] for i, p in enumerate(POOLINGS)}
+        pooled = encode_batch(backbone.model, batch, BASE_POOLINGS).numpy()  # [poolings, layers + 1, n, hidden]
+    return {p: pooled[i] for i, p in enumerate(BASE_POOLINGS)}
 
 
 def test_an_encoders_layer0_cls_scores_at_the_floor_and_later_readouts_above_it(load):

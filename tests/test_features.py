@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -16,8 +17,9 @@ from poolbench import features
 from poolbench.backbones import forward_hidden_states, load_backbone
 from poolbench.jobs import run_job as run, typed_config
 from poolbench.data import tokenize
-from poolbench.features import FeatureSet, encoding_plan, ensure_features, features_root
-from poolbench.pooling import POOLINGS, pool_all
+from poolbench.features import (KEYED_POOLINGS, FeatureSet, encoding_plan, ensure_features, feature_identity,
+                                features_for, features_root)
+from poolbench.pooling import BASE_POOLINGS, POOLINGS, TOKEN_POOLINGS, pool, special_mask, special_token_ids
 from poolbench.tasks import load_task
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "mode.max_epochs=3"]
@@ -46,15 +48,19 @@ def test_cached_vectors_equal_freshly_pooled_ones(make_cfg, features_of, tmp_pat
     task = load_task(cfg.task, Path(cfg.paths.cache_dir))
     split = tokenize(task, backbone_.tokenizer, cfg.backbone.max_length)["validation"]
     rows = [0, 7, len(split) - 1]
+    assert found.poolings == list(TOKEN_POOLINGS)  # the tokenizer adds [CLS] and [SEP]: every stored pooling
     for pooling in POOLINGS:
-        cached = found.vectors("validation", pooling, rows=rows)
+        layers = range(1, found.num_layers + 1) if pooling == "first_last_avg" else range(found.num_layers + 1)
+        cached = found.vectors("validation", pooling, layers, rows=rows)
         for i, row in enumerate(rows):
             example = split[row]
             batch = {k: torch.tensor([example[k]]) for k in ("input_ids", "attention_mask", "token_type_ids")
                      if k in example}
             with torch.inference_mode():
                 states = forward_hidden_states(backbone_.model, batch)
-            fresh = torch.stack([pool_all(layer, batch["attention_mask"])[pooling][0] for layer in states])
+            special = special_mask(special_token_ids(backbone_.tokenizer), batch["input_ids"], batch["attention_mask"])
+            fresh = torch.stack([pool(states[layer], batch["attention_mask"], pooling, special=special,
+                                      first_layer=states[1])[0] for layer in layers])
             torch.testing.assert_close(cached[:, i], fresh, atol=1e-5, rtol=1e-5)
     assert found.labels("validation").tolist() == split["label"] and found.ids("validation").tolist() == split["id"]
 
@@ -81,6 +87,37 @@ def test_a_packaged_backbone_with_cached_features_is_not_even_loaded(make_cfg, t
     monkeypatch.setattr(features, "load_backbone", lambda *a, **k: loads.append(a) or load_backbone(*a, **k))
     [record] = run(make_cfg(*overrides, "pooling=cls", "seed=3"), tmp_path / "b")
     assert loads == [] and record.factors.layer == 6 and record.timings["encode_s"] == 0
+
+
+def test_an_older_entry_gains_the_new_readouts_in_one_pass_and_keeps_its_key_and_arrays(make_cfg, tmp_path,
+                                                                                           count_forwards):
+    cache = tmp_path / "cache"
+    config = typed_config(make_cfg(*PROBE, "backbone=tiny-bert", f"paths.cache_dir={cache}"))
+    backbone, task = load_backbone(config.backbone, cache), load_task(config.task, cache)
+    # An entry as written before these readouts existed: the four first poolings only.
+    old, _ = ensure_features(backbone, task, config.backbone, 2048, cache, poolings=BASE_POOLINGS)
+    assert feature_identity(config.backbone, backbone, task)["poolings"] == list(KEYED_POOLINGS) == list(BASE_POOLINGS)
+
+    def fingerprints() -> dict[str, tuple]:
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+                for p in old.directory.iterdir() if p.name != features.MANIFEST and p.name.endswith((".npy", ".npz"))}
+
+    before = fingerprints()
+    count_forwards.clear()
+    found, encode_s = features_for(config.backbone, config.task, cache, 2048, pooling="weighted_mean")
+    assert found.directory == old.directory and found.key == old.key and encode_s > 0
+    assert found.poolings == list(TOKEN_POOLINGS)  # every missing one, from the same pass
+    assert sum(count_forwards) == 1198 + 170 + 331  # one pass: every mcid example once
+    assert {name: v for name, v in fingerprints().items() if name in before} == before  # untouched
+    assert not [p.name for p in found.directory.iterdir() if p.name.startswith(".")]  # no partial file left
+    # The added vectors are those a new entry stores.
+    new, _ = ensure_features(backbone, task, config.backbone, 2048, tmp_path / "fresh")
+    for pooling in TOKEN_POOLINGS:
+        for split in ("train", "test"):
+            torch.testing.assert_close(found.vectors(split, pooling), new.vectors(split, pooling))
+    count_forwards.clear()
+    features_for(config.backbone, config.task, cache, 2048, pooling="max_nospecial")  # nothing left to add
+    assert count_forwards == []
 
 
 def test_the_encoding_plan_keeps_padding_below_five_percent():

@@ -5,6 +5,8 @@ import json
 import pandas as pd
 import pytest
 
+from poolbench.assets import Unavailable
+from poolbench.config import ConfigError
 from poolbench.jobs import run_job as run
 from poolbench.records import RECORD_FILE, Factors, read_predictions, read_record
 
@@ -40,11 +42,20 @@ def test_the_same_config_and_seed_give_the_same_metrics_and_a_finished_run_is_re
 
 
 def test_a_failing_run_leaves_a_failed_record_and_a_clear_error(make_cfg, tmp_path):
-    cfg = make_cfg("backbone=tiny-bert", "task=mcid", "trainer=smoke", "layer=7")
-    with pytest.raises(ValueError, match=r"layer=7 is out of range for a backbone with 2 layers"):
+    cfg = make_cfg("backbone=tiny-bert", "backbone.source=local", f"backbone.location={tmp_path / 'nowhere'}",
+                   "task=mcid", "trainer=smoke")
+    with pytest.raises(Unavailable, match=r"holds no config.json"):
         run(cfg, tmp_path / "run")
     failed = read_record(tmp_path / "run")
-    assert failed.status == "failed" and "layer=7 is out of range" in failed.error
+    assert failed.status == "failed" and "holds no config.json" in failed.error
+
+
+def test_a_layer_the_backbone_lacks_is_refused_before_any_work(make_cfg, tmp_path):
+    cfg = make_cfg("backbone=tiny-bert", "task=mcid", "trainer=smoke", "layer=7")
+    with pytest.raises(ConfigError, match=r"layer=7 is out of range for a backbone with 2 layers"):
+        run(cfg, tmp_path / "run")
+    refused = read_record(tmp_path / "run")
+    assert refused.status == "refused" and "layer=7 is out of range" in refused.error
 
 
 @pytest.mark.integration

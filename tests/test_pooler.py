@@ -23,7 +23,7 @@ def test_the_pooler_reading_equals_hf_pooler_output(make_cfg, tmp_path):
     args = (config.backbone, config.task, config.paths.cache_dir, config.mode.encode_batch_tokens)
     written, _ = features_for(*args)
     (written.directory / POOLER_FILE).unlink()  # an entry without the pooler weights, as older entries are
-    found, _ = features_for(*args, with_pooler=True)
+    found, _ = features_for(*args, pooling="pooler")
     rows = [0, 5, found.size("test") - 1]
     cached = found.vectors("test", "pooler", [found.num_layers], rows=rows)[0]
     backbone = load_backbone(config.backbone, config.paths.cache_dir)

@@ -1,4 +1,9 @@
-"""The pooling contract (docs/design.md): right and left padding alike, padding ignored, rows independent."""
+"""The pooling contract (docs/design.md): right and left padding alike, padding ignored, rows independent.
+
+Every pooling is checked against `reference`, its definition written out with Python loops over one
+unpadded sequence (the unit: one sequence); weighted_mean also against sentence-transformers' Pooling
+where that package is installed.
+"""
 
 import math
 
@@ -7,12 +12,44 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poolbench.pooling import POOLINGS, pool, pool_all
+from poolbench.config import Pooling
+from poolbench.pooling import BASE_POOLINGS, NOSPECIAL_POOLINGS, POOLINGS, TOKEN_POOLINGS, pool, pool_all, pooled_size
 
 
-def reference(row: torch.Tensor, pooling: str) -> torch.Tensor:
-    """The readout of one unpadded sequence [length, hidden], by definition."""
-    return {"cls": row[0], "last": row[-1], "mean": row.mean(0), "max": row.amax(0)}[pooling].float()
+def reference(row: torch.Tensor, pooling: str, special: list[bool], first: torch.Tensor) -> torch.Tensor:
+    """The readout of one unpadded sequence, by definition: `row` [length, hidden] the layer read,
+    `special` which of its tokens are special, `first` [length, hidden] the first transformer layer."""
+    row, first = row.double(), first.double()
+    n, hidden = row.shape
+    content = [i for i in range(n) if not special[i]]
+
+    def mean(positions, states=row):
+        return sum(states[i] for i in positions) / len(positions)
+
+    def maximum(positions):
+        return torch.tensor([max(float(row[i, d]) for i in positions) for d in range(hidden)], dtype=torch.double)
+
+    if pooling == "cls":
+        out = row[0]
+    elif pooling == "last":
+        out = row[n - 1]
+    elif pooling == "mean":
+        out = mean(range(n))
+    elif pooling == "max":
+        out = maximum(range(n))
+    elif pooling == "weighted_mean":  # SGPT: the i-th token (1-based) weighs i
+        out = sum((i + 1) * row[i] for i in range(n)) / sum(i + 1 for i in range(n))
+    elif pooling == "mean_nospecial":
+        out = mean(content)
+    elif pooling == "max_nospecial":
+        out = maximum(content)
+    elif pooling == "cls_mean":
+        out = torch.cat([row[0], mean(range(n))])
+    elif pooling == "first_last_avg":
+        out = mean(range(n), (first + row) / 2)
+    else:
+        raise AssertionError(pooling)
+    return out.float()
 
 
 def padded(rows: list[torch.Tensor], side: str, filler: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,52 +63,85 @@ def padded(rows: list[torch.Tensor], side: str, filler: float) -> tuple[torch.Te
     return states, mask
 
 
-batches = st.builds(
-    lambda lengths, hidden, seed: [torch.randn(n, hidden, generator=torch.Generator().manual_seed(seed + i)) * 3
-                                   for i, n in enumerate(lengths)],
-    lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6),
-    hidden=st.integers(1, 8),
-    seed=st.integers(0, 10_000),
-)
+def sequences(draw_lengths, hidden, seed):
+    """(states, first layer, special flags) per sequence; at least one content token per sequence."""
+    out = []
+    for i, n in enumerate(draw_lengths):
+        generator = torch.Generator().manual_seed(seed + i)
+        special = (torch.rand(n, generator=generator) < 0.4).tolist()
+        special[int(torch.randint(n, (1,), generator=generator))] = False
+        out.append((torch.randn(n, hidden, generator=generator) * 3, torch.randn(n, hidden, generator=generator),
+                    special))
+    return out
+
+
+batches = st.builds(sequences, st.lists(st.integers(1, 9), min_size=1, max_size=6), st.integers(1, 8),
+                    st.integers(0, 10_000))
 fillers = st.sampled_from([0.0, 1e6, -1e6, math.inf, -math.inf, math.nan])
 
 
+def pooled(batch, side: str, filler: float, pooling: str) -> torch.Tensor:
+    states, mask = padded([s for s, _, _ in batch], side, filler)
+    first, _ = padded([f for _, f, _ in batch], side, filler)
+    # Special flags under padding are set: pooling must ignore padding whatever it is flagged as.
+    flags, _ = padded([torch.tensor(sp, dtype=torch.float).unsqueeze(-1) for _, _, sp in batch], side, 1.0)
+    return pool(states, mask, pooling, special=flags[..., 0].bool(), first_layer=first)
+
+
 @settings(max_examples=60, deadline=None)
-@given(rows=batches, filler=fillers, pooling=st.sampled_from(POOLINGS))
-def test_left_and_right_padding_give_the_same_vectors(rows, filler, pooling):
-    right = pool(*padded(rows, "right", filler), pooling)
-    left = pool(*padded(rows, "left", filler), pooling)
+@given(batch=batches, filler=fillers, pooling=st.sampled_from(POOLINGS))
+def test_left_and_right_padding_give_the_same_vectors(batch, filler, pooling):
+    right, left = pooled(batch, "right", filler, pooling), pooled(batch, "left", filler, pooling)
     torch.testing.assert_close(left, right, rtol=1e-6, atol=1e-6)
 
 
-@settings(max_examples=60, deadline=None)
-@given(rows=batches, filler=fillers, side=st.sampled_from(["left", "right"]), pooling=st.sampled_from(POOLINGS))
-def test_a_batch_equals_its_rows_one_by_one_whatever_sits_under_padding(rows, filler, side, pooling):
-    pooled = pool(*padded(rows, side, filler), pooling)
-    expected = torch.stack([reference(row, pooling) for row in rows])
-    torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)  # also fails on any inf or NaN from padding
+@settings(max_examples=80, deadline=None)
+@given(batch=batches, filler=fillers, side=st.sampled_from(["left", "right"]), pooling=st.sampled_from(POOLINGS))
+def test_a_batch_equals_its_rows_one_by_one_whatever_sits_under_padding(batch, filler, side, pooling):
+    expected = torch.stack([reference(states, pooling, special, first) for states, first, special in batch])
+    # Also fails on any inf or NaN from padding.
+    torch.testing.assert_close(pooled(batch, side, filler, pooling), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_weighted_mean_equals_sentence_transformers_weightedmean(side):
+    st_modules = pytest.importorskip("sentence_transformers.models")
+    rows = [torch.randn(n, 6, generator=torch.Generator().manual_seed(n)) for n in (1, 4, 7, 3)]
+    states, mask = padded(rows, side, 0.0)  # sentence-transformers multiplies padding by 0: a finite filler
+    theirs = st_modules.Pooling(6, pooling_mode="weightedmean")({"token_embeddings": states, "attention_mask": mask})
+    torch.testing.assert_close(pool(states, mask, "weighted_mean"), theirs["sentence_embedding"], rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_the_pooling_options_are_the_poolings_and_the_pooler():
+    assert [p.value for p in Pooling] == [*POOLINGS, "pooler"]
+    assert [pooled_size(p, 5) for p in POOLINGS] == [5] * (len(POOLINGS) - 2) + [10, 5]
 
 
 def test_max_is_right_when_every_real_state_is_very_negative():
     # A finite fill such as -1e4 would win here; -inf never does.
     rows = [torch.full((2, 3), -5e4), torch.full((4, 3), -7e4)]
-    torch.testing.assert_close(pool(*padded(rows, "right", 0.0), "max"), torch.tensor([[-5e4] * 3, [-7e4] * 3]))
+    for pooling in ("max", "max_nospecial"):
+        states, mask = padded(rows, "right", 0.0)
+        torch.testing.assert_close(pool(states, mask, pooling, special=torch.zeros_like(mask, dtype=torch.bool)),
+                                   torch.tensor([[-5e4] * 3, [-7e4] * 3]))
 
 
 def test_bfloat16_states_reduce_in_float32():
     states = torch.randn(2, 300, 16).to(torch.bfloat16)
     mask = torch.ones(2, 300, dtype=torch.long)
-    pooled = pool(states, mask, "mean")
-    assert pooled.dtype == torch.float32
-    torch.testing.assert_close(pooled, states.float().mean(1), rtol=1e-6, atol=1e-6)
+    pooled_ = pool(states, mask, "mean")
+    assert pooled_.dtype == torch.float32
+    torch.testing.assert_close(pooled_, states.float().mean(1), rtol=1e-6, atol=1e-6)
 
 
 def test_pool_all_equals_each_pooling():
     states, mask = padded([torch.randn(3, 4), torch.randn(5, 4)], "left", 0.0)
-    everything = pool_all(states, mask)
-    assert tuple(everything) == POOLINGS
-    for pooling in POOLINGS:
-        torch.testing.assert_close(everything[pooling], pool(states, mask, pooling))
+    special = mask.bool() & (torch.arange(5) % 2 == 0)
+    everything = pool_all(states, mask, TOKEN_POOLINGS, special=special)
+    assert tuple(everything) == TOKEN_POOLINGS
+    for pooling in TOKEN_POOLINGS:
+        torch.testing.assert_close(everything[pooling], pool(states, mask, pooling, special=special))
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -79,11 +149,27 @@ def test_a_row_without_real_tokens_is_an_error(pooling):
     states, mask = padded([torch.randn(3, 4), torch.randn(2, 4)], "right", 0.0)
     mask[1] = 0
     with pytest.raises(ValueError, match=r"rows \[1\] have no real token"):
-        pool(states, mask, pooling)
+        pool(states, mask, pooling, special=torch.zeros_like(mask, dtype=torch.bool), first_layer=states)
 
 
-def test_bad_shapes_and_names_are_errors():
+@pytest.mark.parametrize("pooling", NOSPECIAL_POOLINGS)
+def test_a_row_of_special_tokens_only_is_an_error_for_the_nospecial_poolings(pooling):
+    states, mask = padded([torch.randn(3, 4), torch.randn(2, 4)], "right", 0.0)
+    special = torch.tensor([[True, False, True], [True, True, False]])
+    with pytest.raises(ValueError, match=r"rows \[1\] hold special tokens only"):
+        pool(states, mask, pooling, special=special)
+
+
+def test_missing_inputs_bad_shapes_and_names_are_errors():
+    states, mask = torch.zeros(1, 2, 3), torch.ones(1, 2)
     with pytest.raises(ValueError, match="unknown pooling 'sum'"):
-        pool(torch.zeros(1, 2, 3), torch.ones(1, 2), "sum")
+        pool(states, mask, "sum")
     with pytest.raises(ValueError, match="does not match"):
-        pool(torch.zeros(1, 2, 3), torch.ones(1, 3), "mean")
+        pool(states, torch.ones(1, 3), "mean")
+    with pytest.raises(ValueError, match=r"need `special`"):
+        pool(states, mask, "mean_nospecial")
+    with pytest.raises(ValueError, match=r"first_last_avg needs first_layer"):
+        pool(states, mask, "first_last_avg")
+    with pytest.raises(ValueError, match=r"first_layer shape"):
+        pool(states, mask, "first_last_avg", first_layer=torch.zeros(1, 2, 4))
+    assert set(BASE_POOLINGS) < set(TOKEN_POOLINGS) < set(POOLINGS)

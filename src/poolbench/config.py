@@ -18,6 +18,8 @@ from hydra.core.config_store import ConfigStore
 import yaml
 from omegaconf import MISSING, OmegaConf
 
+from poolbench.pooling import NOSPECIAL_POOLINGS
+
 # The Hydra config groups: one place that says where they are. Inside the package, so an installed
 # wheel has them too; in a checkout, src/poolbench/conf links to the top-level conf/.
 CONF_DIR = Path(__file__).parent / "conf"
@@ -28,6 +30,11 @@ class Pooling(Enum):
     mean = "mean"
     max = "max"
     last = "last"
+    weighted_mean = "weighted_mean"  # SGPT: token i of n real tokens weighs i
+    mean_nospecial = "mean_nospecial"  # over content tokens: only where the tokenizer adds special tokens
+    max_nospecial = "max_nospecial"
+    cls_mean = "cls_mean"  # [h_0 ; mean]: a head input of 2 x hidden
+    first_last_avg = "first_last_avg"  # mean of (first transformer layer + this layer) / 2: layers >= 1
     pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it
 
 
@@ -356,6 +363,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
     if config.pooling.name == Pooling.pooler:
         _check_pooler(config)
+    if config.pooling.name == Pooling.first_last_avg and config.layer == 0:
+        raise _first_last_at_embeddings(config.layer)
     _check_pretrain(config.backbone)
     layer = config.layer
     if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
@@ -403,6 +412,22 @@ def _check_pooler(config: Config) -> None:
                           "use layer=-1 (or layer=all, which then means the final layer).")
 
 
+def _first_last_at_embeddings(layer: int | str) -> ConfigError:
+    return ConfigError(f"layer={layer} (the embedding output) with pooling=first_last_avg: it averages the first "
+                       "transformer layer (hidden_states[1]) with the layer read, so it reads layers >= 1 (use "
+                       "layer=1..N, -1 or all); the embedding output alone is pooling=mean layer=0.")
+
+
+def check_special_tokens(pooling: str, backbone_name: str, adds_special_tokens: bool) -> None:
+    """The nospecial poolings leave out the special tokens the tokenizer adds; a tokenizer that adds
+    none makes them equal mean and max, so they are refused (a duplicate arm is not a comparison)."""
+    if pooling in NOSPECIAL_POOLINGS and not adds_special_tokens:
+        plain = pooling.removesuffix("_nospecial")
+        raise ConfigError(f"pooling={pooling} pools without the special tokens ([CLS], [SEP], BOS, EOS) the "
+                          f"tokenizer adds, but the tokenizer of backbone {backbone_name} adds none, so it would "
+                          f"equal pooling={plain}: use pooling={plain}.")
+
+
 def _check_pretrain(backbone: BackboneConfig) -> None:
     recipe = backbone.pretrain
     if recipe is None:
@@ -425,6 +450,19 @@ def _check_pretrain(backbone: BackboneConfig) -> None:
             raise ConfigError(f"backbone.pretrain.{name}={getattr(recipe, name)} is out of range: it must be > 0.")
     if not 0 <= recipe.warmup < 1 or recipe.seed < 0:
         raise ConfigError(f"backbone.pretrain: warmup={recipe.warmup} must be in [0, 1) and seed={recipe.seed} >= 0.")
+
+
+def pooling_layers(pooling: str, layer: int | str, num_layers: int) -> list[int]:
+    """The absolute layers a job of `pooling` computes (`absolute_layers`), within what it can read: the
+    pooler reads the final layer only, first_last_avg layers 1..num_layers (layer=all starts at 1)."""
+    if pooling == Pooling.pooler.value:
+        return [num_layers]
+    layers = absolute_layers(layer, num_layers)
+    if pooling == Pooling.first_last_avg.value:
+        if layers == [0]:
+            raise _first_last_at_embeddings(layer)
+        layers = [resolved for resolved in layers if resolved >= 1]
+    return layers
 
 
 def absolute_layers(layer: int | str, num_layers: int) -> list[int]:

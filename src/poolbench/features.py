@@ -4,8 +4,17 @@ A probe sweep (`-m mode=probe pooling=cls,mean,max,last layer=all seed=0,1,2,3,4
 that all read the same frozen encoder on the same data. So the first job to need a
 (backbone, task) encodes each split ONCE (inference mode, length-sorted batches cut by a token
 budget, `output_hidden_states=True`) and stores, for every hidden layer (0 = embeddings ..
-num_layers) and every pooling in `pooling.POOLINGS`, the pooled float32 vectors; every
-later job, whatever its pooling, layer or seed, reads them and never calls the backbone.
+num_layers) and every pooling read from token states (`pooling.TOKEN_POOLINGS`; the nospecial
+ones only where the tokenizer adds special tokens), the pooled float32 vectors; every later job,
+whatever its pooling, layer or seed, reads them and never calls the backbone. `cls_mean`,
+`first_last_avg` and `pooler` are derived from the stored cls and mean vectors when read.
+
+Readouts added after an entry was written: the key names the ENCODING (backbone, weights,
+tokenizer, task, software, pooling code version), not the list of readouts, so a new readout never
+re-keys an entry. An entry lists what it holds in its manifest (`poolings`); a job that needs a
+stored readout an entry lacks adds every missing one in ONE encoding pass under the entry's lock
+(`add_poolings`): each new array is written beside the entry and renamed in, the manifest is
+rewritten last, and the arrays it held already are not touched.
 
 On disk, `<paths.cache_dir>/features/<key>/`:
   manifest.json              identity (what the key hashes), shapes, split sizes, label names,
@@ -17,7 +26,8 @@ On disk, `<paths.cache_dir>/features/<key>/`:
   pooler.npz                 the backbone's pooler weights, where it has one (pooling=pooler: tanh(W h_0 + b)
                              of the cached final-layer cls vectors); added to older entries on first use
 One .npy per (split, pooling) because (1) it is written in place through a memory map while
-encoding, so a split never has to sit in RAM four times over, and (2) a job reads only its own
+encoding, so a split never has to sit in RAM once per pooling, (2) a readout is added to an entry
+as new files, and (3) a job reads only its own
 pooling, and only the layers it needs, through a memory map. Layers lead the shape, so one
 layer is one contiguous block.
 
@@ -39,23 +49,26 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import transformers
 from datasets import Dataset
+from filelock import FileLock
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
 from poolbench.assets import Unavailable, atomic_write_bytes, build_once
 from poolbench.backbones import MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone
 from poolbench.data import sorted_batches, tokenize
-from poolbench.config import BackboneConfig, Source, TaskConfig, plain_fields
-from poolbench.pooling import POOLINGS, pool_all, pooler
+from poolbench.config import BackboneConfig, Source, TaskConfig, check_special_tokens, plain_fields
+from poolbench.pooling import (NOSPECIAL_POOLINGS, POOLINGS, TOKEN_POOLINGS, adds_special_tokens, pool_all, pooler,
+                               special_mask, special_token_ids)
 from poolbench.tasks import SPLITS, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -63,6 +76,9 @@ log = logging.getLogger(__name__)
 # Bump when pooling.py or the encoding below changes what the stored vectors are: it is part of the key.
 # v1: pool_all of every hidden state of `backbones.forward_hidden_states` (positions counted over real tokens).
 POOLING_VERSION = 1
+# The poolings the key names: those of the first entries, frozen. Readouts added since are listed per
+# entry in its manifest and added to an entry on demand, so that no entry ever changes key for them.
+KEYED_POOLINGS = ("cls", "mean", "max", "last")
 MANIFEST = "manifest.json"
 POOLER_FILE = "pooler.npz"  # the pooler weights, for pooling=pooler
 
@@ -109,7 +125,7 @@ def feature_identity(backbone_cfg: BackboneConfig, backbone: Backbone, task: Tas
     left out: batch composition moves the vectors only by float rounding (see tests)."""
     return {
         "pooling_version": POOLING_VERSION,
-        "poolings": list(POOLINGS),
+        "poolings": list(KEYED_POOLINGS),
         "backbone": _backbone_fields(backbone_cfg),
         "weights": backbone.weights,
         "architecture": _architecture(backbone.model),
@@ -127,6 +143,20 @@ def feature_key(identity: dict[str, Any]) -> str:
 
 def features_root(cache_dir: str | Path) -> Path:
     return Path(cache_dir).expanduser() / "features"
+
+
+def stored_poolings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """The token-state poolings an entry of this tokenizer stores: all, but the nospecial ones only
+    where the tokenizer adds special tokens (elsewhere they would equal mean and max)."""
+    if adds_special_tokens(tokenizer):
+        return TOKEN_POOLINGS
+    return tuple(p for p in TOKEN_POOLINGS if p not in NOSPECIAL_POOLINGS)
+
+
+def stored_sources(pooling: str) -> tuple[str, ...]:
+    """The stored poolings that `pooling` is read from: cls_mean from cls and mean, first_last_avg from
+    mean, the pooler from cls (and the pooler weights), every other pooling from itself."""
+    return {"cls_mean": ("cls", "mean"), "first_last_avg": ("mean",), "pooler": ("cls",)}.get(pooling, (pooling,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +189,11 @@ class FeatureSet:
     def label_names(self) -> list[str]:
         return self.manifest["label_names"]
 
+    @property
+    def poolings(self) -> list[str]:
+        """The token-state poolings stored in this entry (see `stored_sources` for the derived ones)."""
+        return self.manifest["poolings"]
+
     def size(self, split: str) -> int:
         return self.manifest["splits"][split]["n"]
 
@@ -167,14 +202,24 @@ class FeatureSet:
 
     def vectors(self, split: str, pooling: str, layers: Sequence[int] | None = None,
                 rows: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
-        """float32 [len(layers), len(rows), hidden] (default: all layers 0..num_layers, all rows),
-        copied into RAM layer by layer from the memory map."""
+        """float32 [len(layers), len(rows), width] (default: all layers 0..num_layers, all rows; width is
+        2 x hidden for cls_mean), copied into RAM layer by layer from the memory maps."""
         if pooling == "pooler":
             return self._pooler_vectors(split, layers, rows)
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {[*POOLINGS, 'pooler']}")
-        array = self._array(split, pooling)
         layers = range(self.num_layers + 1) if layers is None else list(layers)
+        if pooling == "cls_mean":
+            return torch.cat([self.vectors(split, "cls", layers, rows), self.vectors(split, "mean", layers, rows)], -1)
+        if pooling == "first_last_avg":  # (mean(h^1) + mean(h^l)) / 2: pooling.first_last_avg, by linearity
+            if 0 in layers:
+                raise ValueError("first_last_avg reads layers >= 1 (it averages the first transformer layer "
+                                 f"with the layer read), not layers {list(layers)}")
+            return (self.vectors(split, "mean", [1], rows) + self.vectors(split, "mean", layers, rows)) / 2
+        if pooling not in self.poolings:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {[*POOLINGS, 'pooler']}"
+                             if pooling not in TOKEN_POOLINGS else
+                             f"{self.directory.name} holds no {pooling} vectors (it holds {self.poolings}): "
+                             f"features_for(..., pooling={pooling!r}) adds them")
+        array = self._array(split, pooling)
         bad = [layer for layer in layers if not 0 <= layer <= self.num_layers]
         if bad:
             raise ValueError(f"layers {bad} out of range 0..{self.num_layers}")
@@ -258,27 +303,34 @@ def encoding_batches(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_t
         yield np.asarray(positions), dict(batch)
 
 
-def encode_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """float32 [n_poolings, num_layers + 1, batch, hidden]: every pooling of every hidden state."""
+def encode_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor], poolings: Sequence[str],
+                 special_ids: Sequence[int] = ()) -> torch.Tensor:
+    """float32 [len(poolings), num_layers + 1, batch, hidden]: the `poolings` (from TOKEN_POOLINGS) of every
+    hidden state; `special_ids` (`pooling.special_token_ids`) for the nospecial ones."""
     mask = batch["attention_mask"]
-    per_layer = [pool_all(states, mask) for states in forward_hidden_states(model, batch)]
-    return torch.stack([torch.stack([pooled[s] for pooled in per_layer]) for s in POOLINGS])
+    special = (special_mask(special_ids, batch["input_ids"], mask) if set(poolings) & set(NOSPECIAL_POOLINGS)
+               else None)
+    per_layer = [pool_all(states, mask, poolings, special=special) for states in forward_hidden_states(model, batch)]
+    return torch.stack([torch.stack([pooled[s] for pooled in per_layer]) for s in poolings])
 
 
 def encode_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, max_tokens: int,
-                 out: dict[str, np.ndarray] | None = None, num_layers: int | None = None
-                 ) -> tuple[dict[str, np.ndarray], EncodeStats]:
+                 out: dict[str, np.ndarray] | None = None, num_layers: int | None = None,
+                 poolings: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], EncodeStats]:
     """Pool one tokenized split. `out` maps pooling -> a [num_layers + 1, n, hidden] float32 array
-    (e.g. a memory map) filled in dataset order; made in RAM when not given."""
+    (e.g. a memory map) filled in dataset order; made in RAM when not given. `poolings`: those of
+    `out`, else what a new entry stores (`stored_poolings`)."""
+    poolings = tuple(out) if out is not None else stored_poolings(tokenizer) if poolings is None else tuple(poolings)
+    special_ids = special_token_ids(tokenizer)
     stats = EncodeStats(examples=len(dataset))
     with torch.inference_mode():
         for positions, batch in encoding_batches(dataset, tokenizer, max_tokens):
-            pooled = encode_batch(model, batch).numpy()
+            pooled = encode_batch(model, batch, poolings, special_ids).numpy()
             if out is None:
-                out = {s: np.empty((pooled.shape[1], len(dataset), pooled.shape[3]), np.float32) for s in POOLINGS}
+                out = {s: np.empty((pooled.shape[1], len(dataset), pooled.shape[3]), np.float32) for s in poolings}
             if num_layers is not None and pooled.shape[1] != num_layers + 1:
                 raise RuntimeError(f"the model returned {pooled.shape[1]} hidden states; expected {num_layers + 1}")
-            for s, pooling in enumerate(POOLINGS):
+            for s, pooling in enumerate(poolings):
                 out[pooling][:, positions] = pooled[s]
             mask = batch["attention_mask"]
             stats.batches += 1
@@ -304,20 +356,31 @@ def write_pooler(directory: Path, model: PreTrainedModel) -> None:
     atomic_write_bytes(Path(directory) / POOLER_FILE, buffer.getvalue())
 
 
-def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max_tokens: int,
-                 identity: dict[str, Any], key: str) -> dict[str, Any]:
-    started = time.perf_counter()
+def _encode_splits(backbone: Backbone, task: Task, max_length: int, max_tokens: int, poolings: Sequence[str],
+                   path: Callable[[str, str], Path]) -> Iterator[tuple[str, Dataset, EncodeStats]]:
+    """Encode every split's `poolings` into memory-mapped .npy files at path(split, pooling), flushed
+    and closed before the split is yielded with its tokenized dataset and statistics."""
     tokenized = tokenize(task, backbone.tokenizer, max_length, backbone.normalize_text)
-    splits, total = {}, EncodeStats()
     for split in SPLITS:
         dataset = tokenized[split]
         shape = (backbone.num_layers + 1, len(dataset), backbone.hidden_size)
-        arrays = {s: np.lib.format.open_memmap(tmp / f"{split}-{s}.npy", mode="w+", dtype=np.float32, shape=shape)
-                  for s in POOLINGS}
+        arrays = {p: np.lib.format.open_memmap(path(split, p), mode="w+", dtype=np.float32, shape=shape)
+                  for p in poolings}
         _, stats = encode_split(backbone.model, backbone.tokenizer, dataset, max_tokens, arrays, backbone.num_layers)
         for array in arrays.values():
             array.flush()
         del arrays
+        log.info("encoded %s/%s: %d examples, %d batches, padding efficiency %.3f", task.name, split,
+                 len(dataset), stats.batches, stats.padding_efficiency)
+        yield split, dataset, stats
+
+
+def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max_tokens: int,
+                 identity: dict[str, Any], key: str, poolings: Sequence[str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    splits, total = {}, EncodeStats()
+    for split, dataset, stats in _encode_splits(backbone, task, max_length, max_tokens, poolings,
+                                                lambda split, pooling: tmp / f"{split}-{pooling}.npy"):
         targets = dataset.select_columns(["label", "id"]).to_dict()
         np.save(tmp / f"{split}-labels.npy", np.asarray(targets["label"], dtype=np.int64))
         np.save(tmp / f"{split}-ids.npy", np.asarray(targets["id"], dtype=np.int64))
@@ -325,8 +388,6 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
                          "computed_tokens": stats.computed_tokens,
                          "padding_efficiency": round(stats.padding_efficiency, 4)}
         total.add(stats)
-        log.info("encoded %s/%s: %d examples, %d batches, padding efficiency %.3f", task.name, split,
-                 len(dataset), stats.batches, stats.padding_efficiency)
     if pooler_dense(backbone.model) is not None:
         write_pooler(tmp, backbone.model)  # here, while the model is loaded: pooling=pooler needs no second load
     encode_s = time.perf_counter() - started
@@ -336,7 +397,7 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
         "task": task.name,
         "num_layers": backbone.num_layers,
         "hidden_size": backbone.hidden_size,
-        "poolings": list(POOLINGS),
+        "poolings": list(poolings),
         "label_names": list(task.label_names),
         "splits": splits,
         "encode_batch_tokens": max_tokens,
@@ -347,24 +408,62 @@ def _write_entry(tmp: Path, backbone: Backbone, task: Task, max_length: int, max
     }
 
 
-def ensure_features(backbone: Backbone, task: Task, backbone_cfg: BackboneConfig, max_tokens: int, cache_dir: str | Path
-                    ) -> tuple[FeatureSet, float]:
-    """The entry of (backbone, task), encoding it if no one has yet. Returns it and the seconds
-    this call spent encoding (0 when it was cached, also when another job computed it meanwhile)."""
+def ensure_features(backbone: Backbone, task: Task, backbone_cfg: BackboneConfig, max_tokens: int, cache_dir: str | Path,
+                    poolings: Sequence[str] | None = None) -> tuple[FeatureSet, float]:
+    """The entry of (backbone, task), encoding it if no one has yet, with `poolings` (default: every one
+    it can store, `stored_poolings`). Returns it and the seconds this call spent encoding (0 when it was
+    cached, also when another job computed it meanwhile)."""
     identity = feature_identity(backbone_cfg, backbone, task)
     key = feature_key(identity)
+    poolings = stored_poolings(backbone.tokenizer) if poolings is None else tuple(poolings)
     spent = 0.0
 
     def build(tmp: Path) -> None:
         nonlocal spent
         started = time.perf_counter()
-        manifest = _write_entry(tmp, backbone, task, backbone_cfg.max_length, max_tokens, identity, key)
+        manifest = _write_entry(tmp, backbone, task, backbone_cfg.max_length, max_tokens, identity, key, poolings)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: an entry with a manifest is whole
         spent = time.perf_counter() - started
         log.info("features %s: encoded in %.1f s", key, spent)
 
     directory = build_once(features_root(cache_dir) / key, build)
     return FeatureSet.open(directory), spent
+
+
+def add_poolings(features: FeatureSet, backbone: Backbone, task: Task, max_length: int, max_tokens: int,
+                 poolings: Sequence[str]) -> float:
+    """Add the stored `poolings` an entry lacks, in ONE encoding pass over every split, under the entry's
+    lock: each new array is written beside the entry under a hidden name and renamed in, the manifest is
+    rewritten (atomically) last, and the arrays the entry held are never opened for writing. The caller
+    makes sure `backbone` and `task` are those of the entry's key. Returns the seconds spent encoding (0
+    when another job added them meanwhile)."""
+    directory = features.directory
+    with FileLock(str(directory) + ".lock"):  # the lock build_once holds while building the entry
+        manifest = json.loads((directory / MANIFEST).read_text())
+        missing = [p for p in poolings if p not in manifest["poolings"]]
+        if not missing:
+            return 0.0
+        started = time.perf_counter()
+        partial = {(split, p): directory / f".{split}-{p}.npy.partial" for split in SPLITS for p in missing}
+        try:
+            for split, dataset, _ in _encode_splits(backbone, task, max_length, max_tokens, missing,
+                                                    lambda split, pooling: partial[split, pooling]):
+                if not np.array_equal(np.asarray(dataset["id"]), np.load(directory / f"{split}-ids.npy")):
+                    raise RuntimeError(f"{directory.name}/{split}: the examples encoded now are not the entry's; "
+                                       "the entry does not belong to this backbone and task")
+            for (split, pooling), path in partial.items():
+                os.replace(path, directory / f"{split}-{pooling}.npy")
+        finally:
+            for path in partial.values():
+                path.unlink(missing_ok=True)
+        spent = time.perf_counter() - started
+        manifest["poolings"] += missing
+        manifest.setdefault("added", []).append({
+            "poolings": missing, "encode_s": round(spent, 3),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+    log.info("features %s: added %s in %.1f s", directory.name, missing, spent)
+    return spent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,27 +496,40 @@ def _lookup_path(cache_dir: str | Path, backbone_cfg: BackboneConfig, task: Task
     return features_root(cache_dir) / "lookup" / f"{_digest(lookup)}.json"
 
 
-def _cached_features(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: str | Path,
-                     encode_batch_tokens: int) -> tuple[FeatureSet, float]:
-    task = load_task(task_cfg, Path(cache_dir).expanduser())
+def _cached_features(backbone_cfg: BackboneConfig, task: Task, cache_dir: str | Path, encode_batch_tokens: int
+                     ) -> tuple[FeatureSet, float, Backbone | None]:
+    """The entry, the seconds spent encoding it, and the backbone if it had to be loaded."""
     lookup = _lookup_path(cache_dir, backbone_cfg, task)
     if lookup is not None and lookup.exists():
         directory = features_root(cache_dir) / json.loads(lookup.read_text())["key"]
         if directory.exists():
-            return FeatureSet.open(directory), 0.0
+            return FeatureSet.open(directory), 0.0, None
     backbone = load_backbone(backbone_cfg, cache_dir)
     found, encode_s = ensure_features(backbone, task, backbone_cfg, encode_batch_tokens, cache_dir)
     if lookup is not None:
         atomic_write_bytes(lookup, json.dumps({"key": found.key}).encode())
-    return found, encode_s
+    return found, encode_s, backbone
 
 
 def features_for(backbone_cfg: BackboneConfig, task_cfg: TaskConfig, cache_dir: str | Path, encode_batch_tokens: int,
-                 with_pooler: bool = False) -> tuple[FeatureSet, float]:
-    """The cached features of (backbone, task), encoded on first use, and with the backbone's
-    pooler weights when asked (added to an entry that lacks them). Returns them and the seconds
-    spent encoding in this call (0 when cached)."""
-    found, encode_s = _cached_features(backbone_cfg, task_cfg, cache_dir, encode_batch_tokens)
-    if with_pooler and not (found.directory / POOLER_FILE).exists():
-        write_pooler(found.directory, load_backbone(backbone_cfg, cache_dir).model)
+                 pooling: str | None = None) -> tuple[FeatureSet, float]:
+    """The cached features of (backbone, task), encoded on first use, holding what `pooling` reads:
+    stored poolings an older entry lacks are added to it (`add_poolings`: every missing one, in one
+    pass), the pooler weights for pooling=pooler. Returns them and the seconds spent encoding in this
+    call (0 when cached). A nospecial pooling of a tokenizer that adds no special token is a ConfigError."""
+    task = load_task(task_cfg, Path(cache_dir).expanduser())
+    found, encode_s, backbone = _cached_features(backbone_cfg, task, cache_dir, encode_batch_tokens)
+    if pooling is None:
+        return found, encode_s
+    if any(p not in found.poolings for p in stored_sources(pooling)):
+        backbone = backbone or load_backbone(backbone_cfg, cache_dir)
+        check_special_tokens(pooling, backbone_cfg.name, adds_special_tokens(backbone.tokenizer))
+        if feature_key(feature_identity(backbone_cfg, backbone, task)) != found.key:
+            raise RuntimeError(f"the feature entry {found.key} found for backbone {backbone_cfg.name} is not the one "
+                               "its weights key now: remove the stale lookup files under features/lookup")
+        encode_s += add_poolings(found, backbone, task, backbone_cfg.max_length, encode_batch_tokens,
+                                 stored_poolings(backbone.tokenizer))
+        found = FeatureSet.open(found.directory)
+    if pooling == "pooler" and not (found.directory / POOLER_FILE).exists():
+        write_pooler(found.directory, (backbone or load_backbone(backbone_cfg, cache_dir)).model)
     return found, encode_s

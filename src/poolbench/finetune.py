@@ -20,6 +20,7 @@ from poolbench.backbones import load_backbone
 from poolbench.config import Job
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
+from poolbench.pooling import special_token_ids
 from poolbench.records import RunResult
 from poolbench.tasks import load_task
 
@@ -37,7 +38,8 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
                           num_workers=settings.num_workers)
     model = PoolingClassifier(backbone.model, pooling=job.pooling, layer=layer, num_labels=task.num_labels,
                               hidden_size=backbone.hidden_size, lr=settings.lr, weight_decay=settings.weight_decay,
-                              warmup_ratio=settings.warmup_ratio, dropout=settings.dropout)
+                              warmup_ratio=settings.warmup_ratio, dropout=settings.dropout,
+                              special_ids=special_token_ids(backbone.tokenizer))
     checkpoints = job.output_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc", mode="max",
                                  save_top_k=1, save_weights_only=True)

@@ -36,7 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import known_facts, load_backbone
-from poolbench.config import Config, ConfigError, Job, Mode, Protocol, absolute_layers, plain_fields, validate
+from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, check_special_tokens, plain_fields,
+                              pooling_layers, validate)
+from poolbench.pooling import NOSPECIAL_POOLINGS
 from poolbench.pretrain.build import ensure_pretrained
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
@@ -148,10 +150,14 @@ def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors
                    backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
 
-def backbone_depth(config: Config, cache_dir: Path) -> int:
-    """The backbone's number of layers: recorded at its first load here, else loaded once."""
+def backbone_facts(config: Config, cache_dir: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Facts of the backbone (`known_facts`: layers, adds_special_tokens, ...) recorded at its first load
+    here, else loaded once (which records them; also when they were recorded before a key existed)."""
     facts = known_facts(config.backbone, cache_dir)
-    return facts["layers"] if facts is not None else load_backbone(config.backbone, cache_dir).num_layers
+    if facts is None or any(key not in facts for key in keys):
+        load_backbone(config.backbone, cache_dir)
+        facts = known_facts(config.backbone, cache_dir)
+    return facts
 
 
 def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
@@ -209,14 +215,18 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     output_dir = Path(output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     mode = MODES[config.mode.name]
-    try:
-        validate(config)
-    except ConfigError as error:
+
+    def refused(error: ConfigError) -> None:
         # A sweep may cross settings that do not combine (pooling=pooler on a backbone without a
         # trained pooler): the record says why, so the report counts it instead of a missing job.
         write_record(output_dir, Record(run_id=run_identity(mode.identity(config, config.layer)), status="refused",
                                         study=config.study, factors=factors(config, config.layer, None),
                                         config=resolved, error=str(error)))
+
+    try:
+        validate(config)
+    except ConfigError as error:
+        refused(error)
         raise
     cache_dir = Path(config.paths.cache_dir).expanduser()
     output_root = Path(config.paths.output_root)
@@ -231,9 +241,15 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location
-        num_layers = backbone_depth(config, cache_dir)
-        # The pooler reads the final layer only (validate refused any other layer).
-        layers = [num_layers] if pooling == "pooler" else absolute_layers(config.layer, num_layers)
+        # Checks that need the backbone's tokenizer, before any work: known from its recorded facts.
+        keys = ("layers", "adds_special_tokens") if pooling in NOSPECIAL_POOLINGS else ("layers",)
+        facts = backbone_facts(config, cache_dir, keys)
+        check_special_tokens(pooling, config.backbone.name, facts.get("adds_special_tokens", True))
+        num_layers = facts["layers"]
+        layers = pooling_layers(pooling, config.layer, num_layers)
+    except ConfigError as error:
+        refused(error)
+        raise
     except Exception as error:
         failed(error, config.layer, None, output_dir)
         raise

@@ -1,10 +1,13 @@
 """Fine-tuning: backbone -> pooling -> one shared softmax head, trained end to end.
 
-The head is the same for every pooling, Dropout + Linear(hidden, n_labels) with
-cross-entropy, so that a difference between runs can only come from the pooling.
+The head is the same for every pooling, Dropout + Linear(width, n_labels) with cross-entropy, so
+that a difference between runs can only come from the pooling (width = hidden, 2 x hidden for
+cls_mean: `pooling.pooled_size`).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import lightning as L
 import pandas as pd
@@ -15,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from poolbench.backbones import forward_hidden_states
-from poolbench.pooling import pool, pooler
+from poolbench.pooling import NOSPECIAL_POOLINGS, pool, pooled_size, pooler, special_mask
 
 
 def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -30,13 +33,15 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 class PoolingClassifier(L.LightningModule):
     def __init__(self, backbone: PreTrainedModel, *, pooling: str, layer: int, num_labels: int, hidden_size: int,
-                 lr: float, weight_decay: float, warmup_ratio: float, dropout: float):
+                 lr: float, weight_decay: float, warmup_ratio: float, dropout: float,
+                 special_ids: Sequence[int] = ()):
+        """`special_ids` (`pooling.special_token_ids` of the tokenizer): what the nospecial poolings leave out."""
         super().__init__()
         # logger=False: the experiment logger already holds the resolved config; no second copy.
         self.save_hyperparameters(ignore=["backbone"], logger=False)
         # from_pretrained returns eval mode and Lightning keeps submodule modes: switch dropout on.
         self.backbone = backbone.train()
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled_size(pooling, hidden_size), num_labels))
         metrics = MetricCollection({
             "acc": MulticlassAccuracy(num_labels, average="micro"),
             "f1": MulticlassF1Score(num_labels, average="macro"),
@@ -47,11 +52,15 @@ class PoolingClassifier(L.LightningModule):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         # hidden_states[0] is the embedding output, hidden_states[-1] the last block's (final norm included).
-        states = forward_hidden_states(self.backbone, batch)[self.hparams.layer]
-        if self.hparams.pooling == "pooler":  # fine-tuned with the backbone, as BERT's classifiers do
+        hidden_states = forward_hidden_states(self.backbone, batch)
+        states, mask, pooling = hidden_states[self.hparams.layer], batch["attention_mask"], self.hparams.pooling
+        if pooling == "pooler":  # fine-tuned with the backbone, as BERT's classifiers do
             dense = self.backbone.pooler.dense
-            return self.head(pooler(pool(states, batch["attention_mask"], "cls"), dense.weight, dense.bias))
-        return self.head(pool(states, batch["attention_mask"], self.hparams.pooling))
+            return self.head(pooler(pool(states, mask, "cls"), dense.weight, dense.bias))
+        special = (special_mask(self.hparams.special_ids, batch["input_ids"], mask) if pooling in NOSPECIAL_POOLINGS
+                   else None)
+        first_layer = hidden_states[1] if pooling == "first_last_avg" else None
+        return self.head(pool(states, mask, pooling, special=special, first_layer=first_layer))
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         labels, ids = batch.pop("labels"), batch.pop("id")

@@ -288,7 +288,7 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
     every layer in `job.layers` trained together. `logger` is unused: the job owner logs results."""
     started = time.perf_counter()
     features, encode_s = features_for(job.backbone, job.task, job.cache_dir, job.mode.encode_batch_tokens,
-                                      with_pooler=job.pooling == "pooler")
+                                      pooling=job.pooling)
     train_started = time.perf_counter()
     results, info = probe_layers(features, job.pooling, job.layers, job.mode, job.seed, job.task.max_train_examples)
     train_s = time.perf_counter() - train_started

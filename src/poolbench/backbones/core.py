@@ -45,6 +45,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
 from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, PretrainConfig, Source, arm_family
+from poolbench.pooling import adds_special_tokens
 
 DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
 
@@ -123,15 +124,17 @@ def _facts_path(source: str, location: str, cache_dir: str | Path | None) -> Pat
 
 
 def _write_facts(cfg: BackboneConfig, backbone: Backbone, cache_dir: str | Path | None) -> None:
-    """Size facts of a loaded backbone, for catalog_rows to show without loading it again."""
+    """Size facts of a loaded backbone, for catalog_rows to show without loading it again, and whether
+    its tokenizer adds special tokens (the nospecial poolings are refused where it adds none)."""
     facts = {"params": sum(p.numel() for p in backbone.model.parameters()), "layers": backbone.num_layers,
-             "hidden_size": backbone.hidden_size}
+             "hidden_size": backbone.hidden_size, "adds_special_tokens": adds_special_tokens(backbone.tokenizer)}
     atomic_write_bytes(_facts_path(cfg.source.value, cfg.location, cache_dir), json.dumps(facts).encode())
 
 
 def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> dict | None:
-    """{params, layers, hidden_size} of a backbone loaded here before, without loading it again
-    (so that a sweep job whose records all exist need not load the model to count its layers)."""
+    """{params, layers, hidden_size, adds_special_tokens} of a backbone loaded here before, without loading
+    it again (so that a sweep job whose records all exist need not load the model to count its layers).
+    Facts recorded by an older release may lack a key: load the backbone to record it."""
     try:
         return json.loads(_facts_path(cfg.source.value, cfg.location, cache_dir).read_text())
     except (FileNotFoundError, json.JSONDecodeError):

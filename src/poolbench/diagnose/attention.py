@@ -37,8 +37,8 @@ from transformers import PreTrainedModel
 
 from poolbench.backbones import Backbone, model_inputs
 from poolbench.diagnose.stats import mean_over_texts
-from poolbench.diagnose.tokens import special_mask, tokenize_texts
-from poolbench.pooling import first_token_index, last_token_index
+from poolbench.diagnose.tokens import tokenize_texts
+from poolbench.pooling import first_token_index, last_token_index, special_mask, special_token_ids
 
 POSITIONS = ("first", "last")
 METRICS = ("entropy", "breadth", "self", "special", "content", "real_mass", "n_real")
@@ -117,7 +117,8 @@ def readout_attention(backbone: Backbone, texts: Sequence[str], max_length: int 
         raise RuntimeError(f"expected {backbone.num_layers} attention maps, got "
                            f"{None if attentions is None else len(attentions)}")
     return attention_metrics(attentions, batch["attention_mask"],
-                             special_mask(backbone.tokenizer, batch["input_ids"], batch["attention_mask"]))
+                             special_mask(special_token_ids(backbone.tokenizer), batch["input_ids"],
+                                          batch["attention_mask"]))
 
 
 def summarize_attention(frame: pd.DataFrame, by: Sequence[str] = ("layer", "position"),

@@ -30,8 +30,8 @@ from transformers import PreTrainedTokenizerBase
 
 from poolbench.backbones import Backbone, forward_hidden_states
 from poolbench.diagnose.stats import mean_over_texts
-from poolbench.diagnose.tokens import special_mask, tokenize_texts
-from poolbench.pooling import POOLINGS, pool
+from poolbench.diagnose.tokens import tokenize_texts
+from poolbench.pooling import BASE_POOLINGS, pool, special_mask, special_token_ids
 
 BINS = 10
 
@@ -62,7 +62,7 @@ def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     return (1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)).clamp_min(0)
 
 
-def readouts(backbone: Backbone, batch: dict[str, Tensor], poolings: Sequence[str] = POOLINGS,
+def readouts(backbone: Backbone, batch: dict[str, Tensor], poolings: Sequence[str] = BASE_POOLINGS,
              batch_size: int = 64) -> dict[str, Tensor]:
     """pooling -> float32 [num_layers + 1, rows, hidden] of `batch`, run in chunks of `batch_size` rows."""
     n = batch["input_ids"].shape[0]
@@ -84,7 +84,7 @@ def occluded(batch: dict[str, Tensor], positions: Sequence[int], token_id: int) 
 
 
 def erasure_sensitivity(backbone: Backbone, texts: Sequence[str], max_texts: int | None = None,
-                        max_positions: int | None = None, seed: int = 0, poolings: Sequence[str] = POOLINGS,
+                        max_positions: int | None = None, seed: int = 0, poolings: Sequence[str] = BASE_POOLINGS,
                         max_length: int = 128, batch_size: int = 64) -> pd.DataFrame:
     """One row per (text, erased position, pooling, layer): text (index into `texts`), position (token
     index), content_index (i among the text's content tokens), n_content, rel_bin, pooling, layer
@@ -95,8 +95,8 @@ def erasure_sensitivity(backbone: Backbone, texts: Sequence[str], max_texts: int
     frames = []
     for t, text in enumerate(list(texts)[:max_texts]):
         batch = tokenize_texts(backbone, [text], max_length)
-        content = np.flatnonzero(~special_mask(backbone.tokenizer, batch["input_ids"], batch["attention_mask"])[0]
-                                 & batch["attention_mask"][0].bool())
+        special = special_mask(special_token_ids(backbone.tokenizer), batch["input_ids"], batch["attention_mask"])
+        content = np.flatnonzero(~special[0] & batch["attention_mask"][0].bool())
         if content.size == 0:
             continue
         chosen = np.arange(content.size)

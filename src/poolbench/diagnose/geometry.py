@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from poolbench.features import FeatureSet
-from poolbench.pooling import POOLINGS
+from poolbench.pooling import BASE_POOLINGS
 
 TOL = 1e-9  # cosines closer than this are a tie (float64; rounding of identical vectors is ~1e-16)
 _CHUNK = 1024  # test rows per block of the similarity matrix
@@ -121,7 +121,7 @@ def training_free_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.
             "floor": majority_floor(train_y, test_y)}
 
 
-def geometry_table(features: FeatureSet, poolings: Sequence[str] = POOLINGS, layers: Sequence[int] | None = None,
+def geometry_table(features: FeatureSet, poolings: Sequence[str] = BASE_POOLINGS, layers: Sequence[int] | None = None,
                    k: int = 10, n_pairs: int = 1000, seed: int = 0, train: str = "train",
                    test: str = "test", train_rows: np.ndarray | None = None) -> pd.DataFrame:
     """One row per (pooling, layer) of a cached feature set: centroid, knn, floor (training-free accuracies

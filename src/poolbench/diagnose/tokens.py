@@ -1,16 +1,10 @@
-"""Texts to a padded batch, and which of its tokens are special, for the diagnose measures.
-
-Special tokens are the tokenizer's `all_special_ids` ([CLS], [SEP], BOS, EOS, ...) at REAL
-positions, except the unknown token: [UNK] stands in for a word of the text (a WordPiece tokenizer
-emits it for a character it lacks), so it is content. Padding is neither special nor content (it is
-masked out of attention and pooling), which matters for decoders whose pad token is their EOS.
-"""
+"""Texts to a padded batch, for the diagnose measures. Which of its tokens are special is
+`poolbench.pooling.special_mask` (one definition, shared with the nospecial poolings)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from poolbench.backbones import Backbone
@@ -24,9 +18,3 @@ def tokenize_texts(backbone: Backbone, texts: Sequence[str], max_length: int = 1
         texts = [backbone.normalize_text(t) for t in texts]
     batch = backbone.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return dict(batch)
-
-
-def special_mask(tokenizer, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """bool, shaped like input_ids: a real token whose id is one of the tokenizer's special ids, not unk."""
-    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}), dtype=input_ids.dtype)
-    return torch.isin(input_ids, special_ids) & attention_mask.bool()

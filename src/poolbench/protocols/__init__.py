@@ -45,7 +45,7 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
         return probe.run(job, logger)
     started = time.perf_counter()
     features, encode_s = features_for(job.backbone, job.task, job.cache_dir, job.mode.encode_batch_tokens,
-                                      with_pooler=job.pooling == "pooler")
+                                      pooling=job.pooling)
     train_started = time.perf_counter()
     results = PROTOCOLS[job.mode.protocol](features, job)
     train_s = time.perf_counter() - train_started
