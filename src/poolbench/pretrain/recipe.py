@@ -46,7 +46,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from poolbench.assets import build_once, cache_root
-from poolbench.config import ARMS, PRETRAIN_SIZES, SENTENCE_ARMS
+from poolbench.config import PRETRAIN_SIZES, SENTENCE_ARMS, check_recipe
 from poolbench.pretrain.model import IGNORE, PretrainingModule, step_seed
 
 SIZES = PRETRAIN_SIZES  # (layers, hidden, heads) of each size
@@ -71,15 +71,7 @@ class Recipe:
     precision: str = "32-true"  # Lightning precision: "32-true" (CPU), "bf16-mixed" (GPU)
 
     def __post_init__(self) -> None:
-        if self.arm not in ARMS:
-            raise ValueError(f"arm={self.arm!r}: use one of {ARMS}.")
-        if self.size not in SIZES:
-            raise ValueError(f"size={self.size!r}: use one of {tuple(SIZES)}.")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup={self.warmup}: a fraction of the steps, in [0, 1).")
-        for name in ("vocab_size", "seq_len", "steps", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
+        check_recipe(self)  # the same checks, and messages, as the backbone.pretrain config's
 
     @property
     def sentence_loss(self) -> bool:
