@@ -289,3 +289,30 @@ def test_a_recipe_on_the_packaged_corpus_builds_a_backbone_that_loads_and_probes
                  f"backbone.location={recipe.name}", "backbone.trained_pooler=true"]
     [record] = run_job(make_cfg(*overrides), tmp_path / "probe")
     assert record.factors.layer == 2 and record.metrics["n_test"] == 331
+
+
+@pytest.mark.slow
+def test_a_job_whose_backbone_is_built_never_loads_the_corpus(cache_dir, monkeypatch):
+    """Known answer by counting: once a recipe is built, naming it again (every probe job of it does)
+    calls load_corpus 0 times; with the cached fingerprint gone, once, and the name is the same."""
+    from poolbench.config import BackboneConfig, Family, PretrainConfig, Source
+    from poolbench.pretrain import build, corpus
+    from poolbench.pretrain.corpus import corpus_fingerprint
+
+    backbone = BackboneConfig(name="random-tiny", source=Source.pretrained, location="", family=Family.encoder_mlm,
+                              pretrain=PretrainConfig(arm="random", size="tiny", steps=1, batch_size=4))
+    built, _ = build.ensure_pretrained(backbone, cache_dir)
+    calls = []
+    real = corpus.load_corpus
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(corpus, "load_corpus", counted)
+    monkeypatch.setattr(build, "load_corpus", counted)
+    again, facts = build.ensure_pretrained(backbone, cache_dir)
+    assert again.location == built.location and len(calls) == 0 and facts["pretrain/steps"] == 0
+    (corpus._corpus_dir(cache_dir, corpus.HELD_OUT_FRACTION, 0, None) / "fingerprint").unlink()
+    assert corpus_fingerprint(cache_dir) == real(cache_dir).fingerprint and len(calls) == 1
+    assert build.ensure_pretrained(backbone, cache_dir)[0].location == built.location and len(calls) == 1
