@@ -185,12 +185,14 @@ def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) ->
     """One row per run: factors, metrics as recorded, timings, versions, provenance."""
     rows = []
     for record in records:
+        # The recipe of a backbone pretrained here (report/arms.py compares its arms within a size).
+        recipe = (record.config.get("backbone") or {}).get("pretrain") or {}
         rows.append({
             "run_id": record.run_id,
             "study": record.study,
             **asdict(record.factors),
-            # The pretraining arm of a backbone pretrained here (report/arms.py compares them).
-            "arm": ((record.config.get("backbone") or {}).get("pretrain") or {}).get("arm"),
+            "arm": recipe.get("arm"),
+            "size": recipe.get("size"),
             **record.metrics,
             "n_labels": predictions[record.dir].n_labels if record.dir in predictions else None,
             "selected_epoch": record.selection.get("epoch"),
