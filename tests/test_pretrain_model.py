@@ -9,6 +9,7 @@ so the sentence label is decodable from h_0 (B's first token is never masked).
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -316,3 +317,28 @@ def test_a_job_whose_backbone_is_built_never_loads_the_corpus(cache_dir, monkeyp
     (corpus._corpus_dir(cache_dir, corpus.HELD_OUT_FRACTION, 0, None) / "fingerprint").unlink()
     assert corpus_fingerprint(cache_dir) == real(cache_dir).fingerprint and len(calls) == 1
     assert build.ensure_pretrained(backbone, cache_dir)[0].location == built.location and len(calls) == 1
+
+
+def test_a_pretrained_backbone_loads_without_the_unexpected_heads_report(tokenizer_dir, tmp_path, caplog):
+    """A backbone built here is a BertForPreTraining: `load_backbone` gives its encoder, weights and
+    pooler equal to BertModel.from_pretrained's, without HF's report of the MLM and sentence heads
+    as UNEXPECTED keys (that report, on the reference load, shows what is silenced and that
+    transformers' warnings still get through)."""
+    from poolbench.backbones import load_backbone
+    from poolbench.config import BackboneConfig, Family, Source
+
+    r = recipe(arm="random")
+    directory = build_pretrained(r, make_batches_of(16, 16), tokenizer_dir, tmp_path)
+    hf_logger = logging.getLogger("transformers")  # transformers does not propagate to the root logger
+    hf_logger.addHandler(caplog.handler)
+    try:
+        backbone = load_backbone(BackboneConfig(name="random-tiny", source=Source.pretrained, location=r.name,
+                                                family=Family.encoder_mlm), tmp_path)
+        ours_said = caplog.text
+        reference = BertModel.from_pretrained(directory)
+    finally:
+        hf_logger.removeHandler(caplog.handler)
+    assert "UNEXPECTED" not in ours_said and "UNEXPECTED" in caplog.text
+    assert type(backbone.model) is BertModel and backbone.model.pooler is not None
+    ours, theirs = backbone.model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -40,7 +40,8 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import OmegaConf
 from torch import Tensor
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
@@ -161,6 +162,11 @@ def _load(cfg: BackboneConfig, dtype: torch.dtype, cache_dir: str | Path | None
             config = AutoConfig.from_pretrained(found.path, **found.kwargs)
             torch.manual_seed(cfg.init_seed)
             model, weights = AutoModel.from_config(config, dtype=dtype), f"random:seed{cfg.init_seed}"
+        elif cfg.source == Source.pretrained:
+            # Built here as a BertForPreTraining: loaded as one and its encoder kept (pooler included), so
+            # that its MLM and sentence heads are not reported as unexpected keys of a BertModel.
+            model = AutoModelForPreTraining.from_pretrained(found.path, dtype=dtype, **found.kwargs).base_model
+            weights = found.weights
         else:
             model, weights = AutoModel.from_pretrained(found.path, dtype=dtype, **found.kwargs), found.weights
     except OSError as error:
