@@ -128,6 +128,27 @@ def test_catalog_rows_show_sizes_recorded_at_the_first_load(cache_dir):
     assert (row["layers"], row["hidden_size"]) == (2, 32) and row["params"] > 0
 
 
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "minilm-l6"])
+def test_a_backbone_s_depth_is_known_without_loading_it(name, tmp_path, monkeypatch):
+    """Known answer by counting: in a cache where it was never loaded, the job owner learns the depth
+    without a load (0 calls of the loader), and it is the depth the mode's load then finds (1 call)."""
+    from poolbench.backbones import backbone_depth, core
+
+    loads = []
+    real = core._load
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_load", counted)
+    cfg = OmegaConf.to_object(config(name))
+    depth = backbone_depth(cfg, tmp_path)
+    assert len(loads) == 0
+    assert load_backbone(cfg, tmp_path).num_layers == depth and len(loads) == 1
+    assert backbone_depth(cfg, tmp_path) == depth and len(loads) == 1  # now from the recorded facts
+
+
 # --------------------------------------------------------------------------- fast backbones
 
 

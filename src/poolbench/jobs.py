@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
-from poolbench.backbones import known_facts, load_backbone
+from poolbench.backbones import backbone_depth
 from poolbench.config import Config, ConfigError, Job, Mode, Protocol, absolute_layers, plain_fields, validate
 from poolbench.pretrain.build import ensure_pretrained
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
@@ -148,12 +148,6 @@ def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors
                    backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
 
-def backbone_depth(config: Config, cache_dir: Path) -> int:
-    """The backbone's number of layers: recorded at its first load here, else loaded once."""
-    facts = known_facts(config.backbone, cache_dir)
-    return facts["layers"] if facts is not None else load_backbone(config.backbone, cache_dir).num_layers
-
-
 def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
     return Path(output_dir) / "records" / f"{pooling}-L{layer}-s{seed}"
 
@@ -231,7 +225,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location
-        num_layers = backbone_depth(config, cache_dir)
+        num_layers = backbone_depth(config.backbone, cache_dir)  # without loading it: the mode does
         # The pooler reads the final layer only (validate refused any other layer).
         layers = [num_layers] if pooling == "pooler" else absolute_layers(config.layer, num_layers)
     except Exception as error:

@@ -23,7 +23,8 @@ Run a backbone with `forward_hidden_states`, never by calling the model directly
 positions from the attention mask, so that left and right padding give the same states.
 
 A load records the backbone's sizes in the cache, so that they are known later without loading
-it again (`known_facts`: a sweep job whose records all exist; `catalog_rows`: the catalogue):
+it again (`known_facts`: a sweep job whose records all exist; `catalog_rows`: the catalogue;
+`backbone_depth` reads the architecture's config where nothing is recorded yet):
   <cache>/backbones/facts/<source>-<location>.json
 """
 
@@ -40,8 +41,8 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import OmegaConf
 from torch import Tensor
-from transformers import (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer, PretrainedConfig,
+                          PreTrainedModel, PreTrainedTokenizerBase)
 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
@@ -128,6 +129,18 @@ def _write_facts(cfg: BackboneConfig, backbone: Backbone, cache_dir: str | Path 
     facts = {"params": sum(p.numel() for p in backbone.model.parameters()), "layers": backbone.num_layers,
              "hidden_size": backbone.hidden_size}
     atomic_write_bytes(_facts_path(cfg.source.value, cfg.location, cache_dir), json.dumps(facts).encode())
+
+
+def backbone_depth(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> int:
+    """The backbone's number of layers without loading its weights: recorded at a first load here,
+    else read from its architecture's config (so a job that then loads it in its mode loads it once)."""
+    facts = known_facts(cfg, cache_dir)
+    if facts is not None:
+        return facts["layers"]
+    if cfg.source == Source.tiny:
+        return _tiny_config(cfg.location, vocab_size=1).num_hidden_layers
+    found = _resolve(cfg, cache_dir)
+    return AutoConfig.from_pretrained(found.path, **found.kwargs).get_text_config().num_hidden_layers
 
 
 def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> dict | None:
@@ -235,18 +248,20 @@ _WEIGHT_FILES = ["*.safetensors", "*.bin"]
 
 def _tiny_model(arch: str, vocab_size: int) -> PreTrainedModel:
     """A 2-layer, H=32 model of a real architecture: tests exercise the real code paths, fast."""
+    return AutoModel.from_config(_tiny_config(arch, vocab_size))
+
+
+def _tiny_config(arch: str, vocab_size: int) -> PretrainedConfig:
     sizes = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=64, max_position_embeddings=512)
     if arch == "bert":
-        config = AutoConfig.for_model("bert", **sizes)
-    elif arch == "gpt2":
-        config = AutoConfig.for_model("gpt2", vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512,
-                                        bos_token_id=None, eos_token_id=None)
-    elif arch == "llama":
-        config = AutoConfig.for_model("llama", num_key_value_heads=2, **sizes)
-    else:
-        raise Unavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
-    return AutoModel.from_config(config)
+        return AutoConfig.for_model("bert", **sizes)
+    if arch == "gpt2":
+        return AutoConfig.for_model("gpt2", vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                                    bos_token_id=None, eos_token_id=None)
+    if arch == "llama":
+        return AutoConfig.for_model("llama", num_key_value_heads=2, **sizes)
+    raise Unavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
