@@ -89,3 +89,10 @@ def test_a_recipe_is_checked_alike_in_the_config_and_in_code(make_cfg, field, va
                   seed=0, corpus="synthetic")
     with pytest.raises(ConfigError, match=message):
         Recipe(**{**fields, field: value})
+
+
+def test_a_pretraining_batch_must_split_over_the_devices(make_cfg):
+    with pytest.raises(ConfigError, match=r"backbone.pretrain.batch_size=30 does not split over "
+                                          r"backbone.pretrain.devices=4: use a multiple of 4"):
+        make_cfg("backbone=pretrained", "backbone.pretrain.batch_size=30", "backbone.pretrain.devices=4")
+    make_cfg("backbone=pretrained", "backbone.pretrain.batch_size=32", "backbone.pretrain.devices=4")

@@ -420,6 +420,11 @@ def _check_pretrain(backbone: BackboneConfig) -> None:
     if recipe.checkpoint_every <= 0:
         raise ConfigError(f"backbone.pretrain.checkpoint_every={recipe.checkpoint_every} is out of range: it must be "
                           "> 0 (steps between checkpoints).")
+    # Data parallel splits every (global) batch into equal shares, one per device (pretrain.recipe.StepBatches).
+    if isinstance(recipe.devices, int) and recipe.devices > 1 and recipe.batch_size % recipe.devices:
+        raise ConfigError(f"backbone.pretrain.batch_size={recipe.batch_size} does not split over "
+                          f"backbone.pretrain.devices={recipe.devices}: use a multiple of {recipe.devices} (it is the "
+                          "global batch, shared out among the devices).")
 
 
 def check_recipe(recipe: Any) -> None:
