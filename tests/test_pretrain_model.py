@@ -375,6 +375,32 @@ def test_ranks_get_disjoint_shares_whose_union_is_the_one_process_batch():
         next(iter(StepBatches(make_batches, r, position=lambda: 0, shard=lambda: (0, 3))))
 
 
+def test_ranks_scaled_losses_average_to_the_gradient_of_one_global_mean():
+    """Known answer, without dropout (eval mode): a batch split in two shares whose masked-token
+    counts differ (3 vs 1 per row), each share's MLM loss scaled by scaled_to_global_mean, averaged
+    as DDP averages gradients, gives the gradient of the one-process mean over the whole batch; the
+    plain mean of the two shares' means does not."""
+    from poolbench.pretrain.model import scaled_to_global_mean
+
+    batch = collate(make_rows(8, torch.Generator().manual_seed(5)))
+    batch["mlm_labels"][4:, 1:] = -100  # the second share masks 1 token per row, the first 3
+    module = module_for(sentence_loss=False).eval()
+
+    def gradient(loss: torch.Tensor) -> torch.Tensor:
+        module.zero_grad()
+        loss.backward(retain_graph=True)
+        return module.model.bert.embeddings.word_embeddings.weight.grad.clone()
+
+    whole = gradient(module.losses(batch)["mlm_loss"])
+    shares = [module.losses(share_of(batch, rank, 2)) for rank in (0, 1)]
+    total = sum(share["mlm_count"] for share in shares)
+    scaled = gradient(sum(scaled_to_global_mean(s["mlm_loss"], s["mlm_count"], total, 2) for s in shares) / 2)
+    plain = gradient(sum(s["mlm_loss"] for s in shares) / 2)
+    assert [int(s["mlm_count"]) for s in shares] == [12, 4]
+    torch.testing.assert_close(scaled, whole, atol=1e-7, rtol=1e-5)
+    assert not torch.allclose(plain, whole, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_a_ddp_build_on_two_cpu_processes_equals_the_one_process_build(tokenizer_dir, tmp_path, monkeypatch):
     """Lightning DDP, 2 CPU processes (gloo, the subprocess launcher: tests/ddp_pretraining.py), 4

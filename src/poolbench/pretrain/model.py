@@ -117,7 +117,7 @@ class PretrainingModule(L.LightningModule):
         if world_size == 1:
             return loss
         total = self.trainer.strategy.reduce(count.detach().float(), reduce_op="sum")
-        return loss * count * world_size / total.clamp(min=1)
+        return scaled_to_global_mean(loss, count, total, world_size)
 
     def configure_optimizers(self):
         # The tied decoder weight (= word embeddings) is one parameter, in one group.
@@ -126,6 +126,12 @@ class PretrainingModule(L.LightningModule):
         total = self.hparams.total_steps
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def scaled_to_global_mean(loss: Tensor, count: Tensor, total: Tensor, world_size: int) -> Tensor:
+    """A rank's mean `loss` over its `count` items, of `total` over all `world_size` ranks, scaled so
+    that the mean of the ranks' scaled losses is the mean over all items: sum_r loss_r count_r / total."""
+    return loss * count * world_size / total.clamp(min=1)
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
