@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import assets
 from poolbench.assets import Unavailable, build_once, package_dir
-from poolbench.backbones import PACKAGED, Backbone, catalog_rows, forward_hidden_states, load_backbone
+from poolbench.backbones import (PACKAGED, Backbone, backbone_depth, catalog_rows, forward_hidden_states,
+                                load_backbone)
 from poolbench.backbones.converters import GEMMA_GGUF_SHA256, MPNET_ZIP_SHA256, concatenate, normalize_categorium
 from poolbench.config import CONF_DIR, BackboneConfig
 from poolbench.pooling import POOLINGS, pool_all
@@ -132,7 +133,7 @@ def test_catalog_rows_show_sizes_recorded_at_the_first_load(cache_dir):
 def test_a_backbone_s_depth_is_known_without_loading_it(name, tmp_path, monkeypatch):
     """Known answer by counting: in a cache where it was never loaded, the job owner learns the depth
     without a load (0 calls of the loader), and it is the depth the mode's load then finds (1 call)."""
-    from poolbench.backbones import backbone_depth, core
+    from poolbench.backbones import core
 
     loads = []
     real = core._load
@@ -353,8 +354,11 @@ def test_an_unknown_packaged_name_lists_the_choices():
 def test_hub_backbones_fail_fast_offline_naming_the_packaged_ones(monkeypatch, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
+    missing = config(name, location="poolbench-tests/no-such-model")
     with pytest.raises(Unavailable, match="backbone=minilm-l6"):
-        load_backbone(config(name, location="poolbench-tests/no-such-model"))
+        load_backbone(missing)
+    with pytest.raises(Unavailable, match="backbone=minilm-l6"):  # what the job owner asks first
+        backbone_depth(OmegaConf.to_object(missing))
     assert time.perf_counter() - start < 5
 
 

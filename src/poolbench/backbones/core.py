@@ -140,7 +140,12 @@ def backbone_depth(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> 
     if cfg.source == Source.tiny:
         return _tiny_config(cfg.location, vocab_size=1).num_hidden_layers
     found = _resolve(cfg, cache_dir)
-    return AutoConfig.from_pretrained(found.path, **found.kwargs).get_text_config().num_hidden_layers
+    try:
+        return AutoConfig.from_pretrained(found.path, **found.kwargs).get_text_config().num_hidden_layers
+    except OSError as error:
+        if cfg.source != Source.hub:
+            raise
+        raise _hub_unavailable(cfg, error) from error
 
 
 def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> dict | None:
@@ -185,13 +190,15 @@ def _load(cfg: BackboneConfig, dtype: torch.dtype, cache_dir: str | Path | None
     except OSError as error:
         if cfg.source != Source.hub:
             raise
-        raise Unavailable(
-            f"could not load {cfg.location!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
-            f"The hub needs internet or a warm HF cache. {_OFFLINE_HINT}"
-        ) from error
+        raise _hub_unavailable(cfg, error) from error
     if weights == "hub":  # known only once loaded
         weights = f"hub:{getattr(model.config, '_commit_hash', None) or cfg.revision or 'unknown'}"
     return model, tokenizer, weights, found.normalize_text
+
+
+def _hub_unavailable(cfg: BackboneConfig, error: OSError) -> Unavailable:
+    return Unavailable(f"could not load {cfg.location!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
+                       f"The hub needs internet or a warm HF cache. {_OFFLINE_HINT}")
 
 
 @dataclass
