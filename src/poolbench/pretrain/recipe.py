@@ -41,8 +41,8 @@ from typing import Any, Callable, Iterable, Iterator
 import lightning as L
 import torch
 import transformers
-from lightning.pytorch.callbacks import ModelCheckpoint
 from filelock import FileLock
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
