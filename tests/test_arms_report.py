@@ -59,7 +59,7 @@ def run(arm: str | None, pooling: str, task: str, seed: int | None, probe_seed: 
         backbone: str | None = None) -> dict:
     return {"backbone": backbone or f"{arm}-mini", "family": "encoder_mlm", "init": "pretrained", "task": task,
             "mode": "probe", "pooling": pooling, "layer": layer, "num_layers": 4, "seed": probe_seed,
-            "max_train_examples": "all", "backbone_seed": seed, "arm": arm, "test/acc": acc, "test/f1": acc,
+            "max_train_examples": "all", "backbone_seed": seed, "arm": arm, "size": "mini" if arm else None, "test/acc": acc, "test/f1": acc,
             "dir": f"{backbone or arm}/{seed}/{task}/{pooling}/{layer}/{probe_seed}",
             **(pretrain_facts(arm, seed) if arm else {})}
 
@@ -221,3 +221,19 @@ def test_no_arm_runs_draw_no_figure(runs, tmp_path):
     assert not plot_arms(runs.drop(columns=["arm", "backbone_seed"]), tmp_path / "arms.png")
     assert not (tmp_path / "arms.png").exists()
     assert plot_arms(runs, tmp_path / "arms.png") and (tmp_path / "arms.png").stat().st_size > 0
+
+
+def test_the_size_is_the_recipe_s_whatever_the_backbone_is_called(runs, tmp_path):
+    """The size comes from the records' config (backbone.pretrain.size), as the arm does: backbones
+    renamed by the user stay one size, and collect.runs_table reads it from the record."""
+    from poolbench.records import Factors, Record
+    from poolbench.report.collect import runs_table
+
+    renamed = runs.assign(backbone=runs["backbone"].where(runs["arm"].isna(), "my-bert"))
+    assert set(arm_accuracy(renamed)["size"]) == {"mini"} and set(intrinsic_table(renamed)["size"]) == {"mini"}
+    factors = Factors(backbone="my-bert", family="encoder_nsp", init="pretrained", task="t0", mode="probe",
+                      pooling="cls", layer=2, num_layers=2, seed=0, max_train_examples=None, backbone_seed=1)
+    config = {"backbone": {"name": "my-bert", "pretrain": {"arm": "mlm_nsp", "size": "small", "seed": 1}}}
+    table = runs_table([Record(run_id="r", status="finished", study="s", factors=factors, config=config,
+                               metrics={"test/acc": 0.5}, dir=str(tmp_path))], {})
+    assert table.loc[0, ["arm", "size"]].tolist() == ["mlm_nsp", "small"]

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import assets
 from poolbench.assets import Unavailable, build_once, package_dir
-from poolbench.backbones import PACKAGED, Backbone, catalog_rows, forward_hidden_states, load_backbone
+from poolbench.backbones import (PACKAGED, Backbone, backbone_depth, catalog_rows, forward_hidden_states,
+                                load_backbone)
 from poolbench.backbones.converters import GEMMA_GGUF_SHA256, MPNET_ZIP_SHA256, concatenate, normalize_categorium
 from poolbench.config import CONF_DIR, BackboneConfig
 from poolbench.pooling import BASE_POOLINGS, pool_all
@@ -109,10 +110,44 @@ def test_catalog_rows_list_every_yaml_without_loading_a_model():
             assert row["install"].startswith("pip install --no-deps ")
 
 
+def test_the_catalogue_reads_every_option_as_hydra_composes_it(make_cfg):
+    """No option is special: each row is the backbone `backbone=<name>` composes (the pretrained
+    option's name and family interpolated from its default recipe), shaped by its source."""
+    from poolbench.backbones.core import backbone_options
+    from poolbench.jobs import typed_config
+
+    options = backbone_options()
+    for name in ("pretrained", "minilm-l6", "tiny-gpt2"):
+        assert options[name] == typed_config(make_cfg(f"backbone={name}")).backbone, name
+    row = next(r for r in catalog_rows() if r["name"] == "pretrained")
+    assert (row["family"], row["layers"], row["hidden_size"]) == ("encoder_nsp", 4, 256)  # mlm_nsp, mini
+
+
 def test_catalog_rows_show_sizes_recorded_at_the_first_load(cache_dir):
     load_backbone(config("tiny-bert"), cache_dir=cache_dir)
     row = next(r for r in catalog_rows(cache_dir) if r["name"] == "tiny-bert")
     assert (row["layers"], row["hidden_size"]) == (2, 32) and row["params"] > 0
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "minilm-l6"])
+def test_a_backbone_s_depth_is_known_without_loading_it(name, tmp_path, monkeypatch):
+    """Known answer by counting: in a cache where it was never loaded, the job owner learns the depth
+    without a load (0 calls of the loader), and it is the depth the mode's load then finds (1 call)."""
+    from poolbench.backbones import core
+
+    loads = []
+    real = core._load
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_load", counted)
+    cfg = OmegaConf.to_object(config(name))
+    depth = backbone_depth(cfg, tmp_path)
+    assert len(loads) == 0
+    assert load_backbone(cfg, tmp_path).num_layers == depth and len(loads) == 1
+    assert backbone_depth(cfg, tmp_path) == depth and len(loads) == 1  # now from the recorded facts
 
 
 # --------------------------------------------------------------------------- fast backbones
@@ -319,8 +354,11 @@ def test_an_unknown_packaged_name_lists_the_choices():
 def test_hub_backbones_fail_fast_offline_naming_the_packaged_ones(monkeypatch, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
+    missing = config(name, location="poolbench-tests/no-such-model")
     with pytest.raises(Unavailable, match="backbone=minilm-l6"):
-        load_backbone(config(name, location="poolbench-tests/no-such-model"))
+        load_backbone(missing)
+    with pytest.raises(Unavailable, match="backbone=minilm-l6"):  # what the job owner asks first
+        backbone_depth(OmegaConf.to_object(missing))
     assert time.perf_counter() - start < 5
 
 

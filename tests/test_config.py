@@ -71,3 +71,31 @@ def test_every_value_an_experiment_sweeps_composes_and_validates(make_cfg, exper
         for option in options:
             cfg = make_cfg(f"experiment={experiment}", *(f"{k}={v}" for k, v in {**first, key: option}.items()))
             assert cfg.study == experiment
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("arm", "nsp", r"backbone.pretrain.arm='nsp': use one of random, mlm"),
+    ("size", "huge", r"backbone.pretrain.size='huge': use one of tiny, mini"),
+    ("steps", 0, r"backbone.pretrain.steps=0 is out of range: it must be > 0"),
+    ("lr", -0.1, r"backbone.pretrain.lr=-0.1 is out of range: it must be > 0"),
+    ("warmup", 1.0, r"backbone.pretrain.warmup=1.0 is out of range: a fraction of the steps, in \[0, 1\)"),
+    ("seed", -1, r"backbone.pretrain.seed=-1 is out of range: it must be >= 0"),
+])
+def test_a_recipe_is_checked_alike_in_the_config_and_in_code(make_cfg, field, value, message):
+    """One set of checks for both forms of a recipe: `backbone.pretrain.<field>` refused while the
+    config is validated, and the same Recipe field refused in code, with the same message."""
+    from poolbench.pretrain.recipe import Recipe
+
+    with pytest.raises(ConfigError, match=message):
+        make_cfg("backbone=pretrained", f"backbone.pretrain.{field}={value}")
+    fields = dict(arm="mlm", size="tiny", vocab_size=64, seq_len=20, steps=8, batch_size=4, lr=1e-3, warmup=0.1,
+                  seed=0, corpus="synthetic")
+    with pytest.raises(ConfigError, match=message):
+        Recipe(**{**fields, field: value})
+
+
+def test_a_pretraining_batch_must_split_over_the_devices(make_cfg):
+    with pytest.raises(ConfigError, match=r"backbone.pretrain.batch_size=30 does not split over "
+                                          r"backbone.pretrain.devices=4: use a multiple of 4"):
+        make_cfg("backbone=pretrained", "backbone.pretrain.batch_size=30", "backbone.pretrain.devices=4")
+    make_cfg("backbone=pretrained", "backbone.pretrain.batch_size=32", "backbone.pretrain.devices=4")

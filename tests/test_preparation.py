@@ -93,6 +93,18 @@ def test_clean_strips_outer_whitespace_and_keeps_inner_whitespace():
     assert dropped == Counter(empty=0, duplicate=0, conflicting_label=0)
 
 
+@pytest.mark.parametrize("pair", [False, True])
+def test_clean_keeps_an_empty_split_empty_whatever_its_dtype(pair):
+    """An empty split read from a file or built from no rows has float64 text columns: cleaning it
+    gives an empty split with nothing dropped, not an error."""
+    columns = ["text", "text_pair"] if pair else ["text"]
+    empty = pd.DataFrame({**{c: pd.Series([], dtype="float64") for c in columns},
+                          "label": pd.Series([], dtype="int64")})
+    cleaned, dropped = clean(empty)
+    assert cleaned.empty and list(cleaned.columns) == [*columns, "label"]
+    assert dropped == Counter(empty=0, duplicate=0, conflicting_label=0)
+
+
 def test_clean_drops_empty_whitespace_only_and_missing_texts():
     """'', ' ', '\\t\\n', None and NaN are 5 empty texts: only 'kept' stays, counted empty=5."""
     cleaned, dropped = clean(frame(["", " ", "\t\n", None, np.nan, "kept"], ["a", "b", "a", "b", "a", "b"]))

@@ -35,6 +35,7 @@ from poolbench.report import (
     read_wandb,
     wandb_record,
 )
+from poolbench.report.collect import wandb_layer_records
 
 N_TEST = 200
 NUM_LAYERS = 4
@@ -211,14 +212,46 @@ def test_a_sweep_without_finished_runs_reports_nothing_and_does_not_crash(tmp_pa
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
 
 
-def fake_wandb_run(number: int, task: str, pooling: str) -> SimpleNamespace:
-    config = run_config("enc-a", task, pooling, 0, -1)
+def fake_wandb_run(number: int, task: str, pooling: str, seed: int = 0) -> SimpleNamespace:
+    """A W&B run as the API returns one of a layer=-1 job (jobs.make_logger, jobs.log_metrics): the
+    factors as configured (layer -1, depth unknown), the metrics plain and as L<layer>/<metric>."""
+    config = run_config("enc-a", task, pooling, seed, -1)
     accuracy = (RIGHT[pooling] + number) / N_TEST
+    metrics = {"val/acc": accuracy, "val/f1": accuracy, "test/acc": accuracy, "test/f1": accuracy}
     return SimpleNamespace(
         config={**asdict(run_factors(config, -1, None)), "run_id": run_identity(config), "config": config},
         id=f"wandb{number}{pooling}", state="finished", group="synthetic",
-        summary_metrics={"test/acc": accuracy, "test/f1": accuracy, "_runtime": 3.0, "_wandb": {"runtime": 3}},
-        path=["entity", "project", f"run{number}-{pooling}"], commit="abc1234", created_at="2026-01-01T00:00:00")
+        summary_metrics={**metrics, **{f"L{NUM_LAYERS}/{k}": v for k, v in metrics.items()}, "_runtime": 3.0,
+                         "_wandb": {"runtime": 3}},
+        path=["entity", "project", f"run{number}-{pooling}-{seed}"], commit="abc1234",
+        created_at="2026-01-01T00:00:00")
+
+
+def test_a_study_of_local_and_wandb_runs_reports_them_together(study, tmp_path, monkeypatch):
+    """W&B runs of cells the local records lack (t4, t5) and of one they hold (t0) join the local
+    study at the absolute final layer (4, from their L4/ keys), not as a second "final" layer -1."""
+    runs = [fake_wandb_run(i, task, pooling, seed) for i, task in enumerate(["t0", "t4", "t5"])
+            for pooling in ("cls", "mean") for seed in (5, 6)]
+    monkeypatch.setattr(wandb, "Api", lambda: SimpleNamespace(runs=lambda path, filters: runs))
+    assert main([str(study), "--from-wandb", "entity/project", "--group", "synthetic", "--out", str(tmp_path)]) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    t0 = summary[(summary["task"] == "t0") & (summary["backbone"] == "enc-a") & (summary["pooling"] == "cls")]
+    assert sorted(t0["layer"]) == [2, 4] and int(t0.loc[t0["layer"] == 4, "acc_n"].iloc[0]) == 4  # 2 local + 2 W&B seeds
+    assert set(summary.loc[summary["task"].isin(["t4", "t5"]), "layer"]) == {4}
+    assert "| probe | t5 | enc-a | 51.0 ± 0.0 | **81.0 ± 0.0** |" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_a_wandb_run_of_every_layer_is_a_record_per_layer():
+    """A layer=all job logs one W&B run with L0..L4 keys and its run ids in layer order."""
+    run = fake_wandb_run(0, "t0", "mean")
+    config = run.config["config"]
+    run.config |= {"layer": "all", "run_id": [f"id{layer}" for layer in range(NUM_LAYERS + 1)]}
+    run.summary_metrics = {f"L{layer}/test/acc": layer / 10 for layer in range(NUM_LAYERS + 1)} | {
+        "pretrain/mlm_acc": 0.3}
+    layers = wandb_layer_records(run)
+    assert [(r.factors.layer, r.factors.num_layers, r.run_id) for r in layers] == [
+        (layer, NUM_LAYERS, f"id{layer}") for layer in range(NUM_LAYERS + 1)]
+    assert layers[2].metrics == {"test/acc": 0.2, "pretrain/mlm_acc": 0.3} and layers[2].config == config
 
 
 def test_wandb_runs_without_predictions_fall_back_to_tests_across_cells(tmp_path, monkeypatch):

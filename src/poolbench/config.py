@@ -441,15 +441,33 @@ def _check_pretrain(backbone: BackboneConfig) -> None:
     if backbone.location:
         raise ConfigError(f"backbone.location={backbone.location!r} and backbone.pretrain are both set: the recipe names "
                           "the backbone; leave location empty.")
+    check_recipe(recipe)
+    if recipe.checkpoint_every <= 0:
+        raise ConfigError(f"backbone.pretrain.checkpoint_every={recipe.checkpoint_every} is out of range: it must be "
+                          "> 0 (steps between checkpoints).")
+    # Data parallel splits every (global) batch into equal shares, one per device (pretrain.recipe.StepBatches).
+    if isinstance(recipe.devices, int) and recipe.devices > 1 and recipe.batch_size % recipe.devices:
+        raise ConfigError(f"backbone.pretrain.batch_size={recipe.batch_size} does not split over "
+                          f"backbone.pretrain.devices={recipe.devices}: use a multiple of {recipe.devices} (it is the "
+                          "global batch, shared out among the devices).")
+
+
+def check_recipe(recipe: Any) -> None:
+    """The checks of a pretraining recipe's fields, in one place for both of its forms: the
+    `backbone.pretrain` config (validate, before any work) and a `pretrain.recipe.Recipe` made in
+    code. Each message names the config key and what to use instead."""
     if recipe.arm not in ARMS:
         raise ConfigError(f"backbone.pretrain.arm={recipe.arm!r}: use one of {', '.join(ARMS)}.")
     if recipe.size not in PRETRAIN_SIZES:
         raise ConfigError(f"backbone.pretrain.size={recipe.size!r}: use one of {', '.join(PRETRAIN_SIZES)}.")
-    for name in ("steps", "batch_size", "lr", "vocab_size", "seq_len", "checkpoint_every"):
+    for name in ("steps", "batch_size", "lr", "vocab_size", "seq_len"):
         if getattr(recipe, name) <= 0:
             raise ConfigError(f"backbone.pretrain.{name}={getattr(recipe, name)} is out of range: it must be > 0.")
-    if not 0 <= recipe.warmup < 1 or recipe.seed < 0:
-        raise ConfigError(f"backbone.pretrain: warmup={recipe.warmup} must be in [0, 1) and seed={recipe.seed} >= 0.")
+    if not 0 <= recipe.warmup < 1:
+        raise ConfigError(f"backbone.pretrain.warmup={recipe.warmup} is out of range: a fraction of the steps, "
+                          "in [0, 1).")
+    if recipe.seed < 0:
+        raise ConfigError(f"backbone.pretrain.seed={recipe.seed} is out of range: it must be >= 0.")
 
 
 def pooling_layers(pooling: str, layer: int | str, num_layers: int) -> list[int]:

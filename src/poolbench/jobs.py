@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
-from poolbench.backbones import known_facts, load_backbone
+from poolbench.backbones import backbone_depth, known_facts, load_backbone
 from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, check_special_tokens, plain_fields,
                               pooling_layers, validate)
 from poolbench.pooling import NOSPECIAL_POOLINGS
@@ -150,14 +150,14 @@ def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors
                    backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
 
-def backbone_facts(config: Config, cache_dir: Path, keys: tuple[str, ...]) -> dict[str, Any]:
-    """Facts of the backbone (`known_facts`: layers, adds_special_tokens, ...) recorded at its first load
-    here, else loaded once (which records them; also when they were recorded before a key existed)."""
+def adds_special_tokens(config: Config, cache_dir: Path) -> bool:
+    """Whether the backbone's tokenizer adds special tokens: recorded at its first load here, else loaded
+    once (which records it; also when the facts were recorded before this one existed)."""
     facts = known_facts(config.backbone, cache_dir)
-    if facts is None or any(key not in facts for key in keys):
+    if facts is None or "adds_special_tokens" not in facts:
         load_backbone(config.backbone, cache_dir)
         facts = known_facts(config.backbone, cache_dir)
-    return facts
+    return facts["adds_special_tokens"]
 
 
 def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
@@ -241,11 +241,9 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location
-        # Checks that need the backbone's tokenizer, before any work: known from its recorded facts.
-        keys = ("layers", "adds_special_tokens") if pooling in NOSPECIAL_POOLINGS else ("layers",)
-        facts = backbone_facts(config, cache_dir, keys)
-        check_special_tokens(pooling, config.backbone.name, facts.get("adds_special_tokens", True))
-        num_layers = facts["layers"]
+        num_layers = backbone_depth(config.backbone, cache_dir)  # without loading it: the mode does
+        if pooling in NOSPECIAL_POOLINGS:  # a check that needs the tokenizer, before any work
+            check_special_tokens(pooling, config.backbone.name, adds_special_tokens(config, cache_dir))
         layers = pooling_layers(pooling, config.layer, num_layers)
     except ConfigError as error:
         refused(error)

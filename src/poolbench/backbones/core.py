@@ -23,7 +23,8 @@ Run a backbone with `forward_hidden_states`, never by calling the model directly
 positions from the attention mask, so that left and right padding give the same states.
 
 A load records the backbone's sizes in the cache, so that they are known later without loading
-it again (`known_facts`: a sweep job whose records all exist; `catalog_rows`: the catalogue):
+it again (`known_facts`: a sweep job whose records all exist; `catalog_rows`: the catalogue;
+`backbone_depth` reads the architecture's config where nothing is recorded yet):
   <cache>/backbones/facts/<source>-<location>.json
 """
 
@@ -37,14 +38,15 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-import yaml
 from huggingface_hub import try_to_load_from_cache
+from omegaconf import OmegaConf
 from torch import Tensor
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer, PretrainedConfig,
+                          PreTrainedModel, PreTrainedTokenizerBase)
 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
-from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, PretrainConfig, Source, arm_family
+from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, Source, register
 from poolbench.pooling import adds_special_tokens
 
 DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
@@ -131,6 +133,23 @@ def _write_facts(cfg: BackboneConfig, backbone: Backbone, cache_dir: str | Path 
     atomic_write_bytes(_facts_path(cfg.source.value, cfg.location, cache_dir), json.dumps(facts).encode())
 
 
+def backbone_depth(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> int:
+    """The backbone's number of layers without loading its weights: recorded at a first load here,
+    else read from its architecture's config (so a job that then loads it in its mode loads it once)."""
+    facts = known_facts(cfg, cache_dir)
+    if facts is not None:
+        return facts["layers"]
+    if cfg.source == Source.tiny:
+        return _tiny_config(cfg.location, vocab_size=1).num_hidden_layers
+    found = _resolve(cfg, cache_dir)
+    try:
+        return AutoConfig.from_pretrained(found.path, **found.kwargs).get_text_config().num_hidden_layers
+    except OSError as error:
+        if cfg.source != Source.hub:
+            raise
+        raise _hub_unavailable(cfg, error) from error
+
+
 def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> dict | None:
     """{params, layers, hidden_size, adds_special_tokens} of a backbone loaded here before, without loading
     it again (so that a sweep job whose records all exist need not load the model to count its layers).
@@ -164,18 +183,25 @@ def _load(cfg: BackboneConfig, dtype: torch.dtype, cache_dir: str | Path | None
             config = AutoConfig.from_pretrained(found.path, **found.kwargs)
             torch.manual_seed(cfg.init_seed)
             model, weights = AutoModel.from_config(config, dtype=dtype), f"random:seed{cfg.init_seed}"
+        elif cfg.source == Source.pretrained:
+            # Built here as a BertForPreTraining: loaded as one and its encoder kept (pooler included), so
+            # that its MLM and sentence heads are not reported as unexpected keys of a BertModel.
+            model = AutoModelForPreTraining.from_pretrained(found.path, dtype=dtype, **found.kwargs).base_model
+            weights = found.weights
         else:
             model, weights = AutoModel.from_pretrained(found.path, dtype=dtype, **found.kwargs), found.weights
     except OSError as error:
         if cfg.source != Source.hub:
             raise
-        raise Unavailable(
-            f"could not load {cfg.location!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
-            f"The hub needs internet or a warm HF cache. {_OFFLINE_HINT}"
-        ) from error
+        raise _hub_unavailable(cfg, error) from error
     if weights == "hub":  # known only once loaded
         weights = f"hub:{getattr(model.config, '_commit_hash', None) or cfg.revision or 'unknown'}"
     return model, tokenizer, weights, found.normalize_text
+
+
+def _hub_unavailable(cfg: BackboneConfig, error: OSError) -> Unavailable:
+    return Unavailable(f"could not load {cfg.location!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
+                       f"The hub needs internet or a warm HF cache. {_OFFLINE_HINT}")
 
 
 @dataclass
@@ -232,18 +258,20 @@ _WEIGHT_FILES = ["*.safetensors", "*.bin"]
 
 def _tiny_model(arch: str, vocab_size: int) -> PreTrainedModel:
     """A 2-layer, H=32 model of a real architecture: tests exercise the real code paths, fast."""
+    return AutoModel.from_config(_tiny_config(arch, vocab_size))
+
+
+def _tiny_config(arch: str, vocab_size: int) -> PretrainedConfig:
     sizes = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=64, max_position_embeddings=512)
     if arch == "bert":
-        config = AutoConfig.for_model("bert", **sizes)
-    elif arch == "gpt2":
-        config = AutoConfig.for_model("gpt2", vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512,
-                                        bos_token_id=None, eos_token_id=None)
-    elif arch == "llama":
-        config = AutoConfig.for_model("llama", num_key_value_heads=2, **sizes)
-    else:
-        raise Unavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
-    return AutoModel.from_config(config)
+        return AutoConfig.for_model("bert", **sizes)
+    if arch == "gpt2":
+        return AutoConfig.for_model("gpt2", vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                                    bos_token_id=None, eos_token_id=None)
+    if arch == "llama":
+        return AutoConfig.for_model("llama", num_key_value_heads=2, **sizes)
+    raise Unavailable(f"backbone.location={arch!r} is not a tiny architecture; use bert, gpt2 or llama.")
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -267,43 +295,56 @@ def _config_facts(directory: Path) -> dict:
             "hidden_size": config.get("hidden_size", config.get("n_embd"))}
 
 
-def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
-    """One row per conf/backbone/*.yaml: name, source, location, family, installed (loadable here:
-    packages present, local dir present, hub model in the HF cache), and params / layers /
-    hidden_size when known without loading (recorded at a first load, else from a config.json),
-    None otherwise; `install` says how to get a missing packaged backbone."""
-    rows = []
+def backbone_options() -> dict[str, BackboneConfig]:
+    """Every conf/backbone/*.yaml by option name (what `backbone=<name>` selects), over the schema and
+    resolved as Hydra composes it: the `pretrained` option's name and family follow from its recipe."""
+    register()  # the resolvers that options interpolate
+    options = {}
     for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
-        entry = yaml.safe_load(path.read_text())
-        pretrain = entry.get("pretrain")
-        if pretrain:  # a recipe (conf/backbone/pretrained.yaml): named and typed by its default arm and size
-            size = pretrain.get("size", PretrainConfig.size)
-            entry |= {"name": path.stem, "location": f"{pretrain['arm']}-{size}, built on first use",
-                      "family": arm_family(pretrain["arm"])}
-        source, location = entry["source"], str(entry["location"])
-        row = {"name": entry["name"], "source": source, "location": location, "family": entry["family"],
+        entry = OmegaConf.load(path)
+        entry.pop("defaults", None)
+        options[path.stem] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), entry))
+    return options
+
+
+def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
+    """One row per conf/backbone/*.yaml: name (the option), source, location, family, installed
+    (loadable here: packages present, local dir present, hub model in the HF cache, pretrained
+    backbone built or a recipe to build on first use), and params / layers / hidden_size when
+    known without loading (recorded at a first load, else from a config.json or the recipe's
+    size), None otherwise; `install` says how to get a missing packaged backbone."""
+    rows = []
+    for name, cfg in backbone_options().items():
+        source, location = cfg.source.value, cfg.location
+        row = {"name": name, "source": source, "location": location, "family": cfg.family.value,
                "installed": True, "params": None, "layers": None, "hidden_size": None, "install": ""}
-        directory = None
-        if source == "package":
+        directory, recipe_shape = None, None
+        if cfg.source == Source.package:
             asset = PACKAGED.get(location)
             row["installed"] = asset is not None and asset.installed()
             row["install"] = "" if row["installed"] or asset is None else asset.pip_line
             if row["installed"]:
                 directory = (asset.converted_dir(cache_dir) if asset.convert
                              else package_dir(asset.packages[0].module, asset.pip_line) / asset.subdir)
-        elif source == "local":
+        elif cfg.source == Source.local:
             directory = Path(location).expanduser()
             row["installed"] = (directory / "config.json").exists()
-        elif source == "hub":
-            cached = try_to_load_from_cache(location, "config.json", revision=entry.get("revision"))
+        elif cfg.source == Source.hub:
+            cached = try_to_load_from_cache(location, "config.json", revision=cfg.revision)
             row["installed"] = isinstance(cached, str)
             directory = Path(cached).parent if row["installed"] else None
+        elif cfg.source == Source.pretrained and cfg.pretrain is not None:  # a recipe, built by its first job
+            row["location"] = f"{cfg.pretrain.arm}-{cfg.pretrain.size}, built on first use"
+            recipe_shape = PRETRAIN_SIZES[cfg.pretrain.size]
+        elif cfg.source == Source.pretrained:
+            directory = cache_root(cache_dir) / "pretrained" / location
+            row["installed"] = (directory / "config.json").exists()
         facts = _facts_path(source, location, cache_dir)
         if row["installed"] and facts.exists():
             row.update(json.loads(facts.read_text()))
         elif directory is not None:
             row.update(_config_facts(directory))
-        elif pretrain:
-            row["layers"], row["hidden_size"], _ = PRETRAIN_SIZES[size]
+        elif recipe_shape is not None:
+            row["layers"], row["hidden_size"], _ = recipe_shape
         rows.append(row)
     return rows

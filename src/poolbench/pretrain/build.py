@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from poolbench.assets import atomic_write_bytes, cache_root
 from poolbench.config import BackboneConfig, PretrainConfig
-from poolbench.pretrain.corpus import load_corpus
+from poolbench.pretrain.corpus import corpus_fingerprint, load_corpus
 from poolbench.pretrain.examples import arm_examples, collate, epochs_seen
 from poolbench.pretrain.intrinsic import intrinsic_scores
 from poolbench.pretrain.recipe import Recipe, build_pretrained, pretrained_dir
@@ -31,9 +31,10 @@ from poolbench.pretrain.tokenizer import DEFAULT_VOCAB_SIZE, load_tokenizer, tok
 def recipe_for(arm: str, size: str, *, steps: int, seed: int, batch_size: int = 32, lr: float = 1e-3,
                warmup: float = 0.1, vocab_size: int = DEFAULT_VOCAB_SIZE, seq_len: int = 128,
                precision: str = "32-true", cache_dir: str | Path | None = None) -> Recipe:
-    """The recipe of an arm on the packaged corpus (its fingerprint is part of the recipe)."""
+    """The recipe of an arm on the packaged corpus (its fingerprint is part of the recipe; read from
+    the cache, so a job whose backbone is built never loads the corpus)."""
     return Recipe(arm=arm, size=size, vocab_size=vocab_size, seq_len=seq_len, steps=steps, batch_size=batch_size,
-                  lr=lr, warmup=warmup, seed=seed, corpus=load_corpus(cache_dir).fingerprint, precision=precision)
+                  lr=lr, warmup=warmup, seed=seed, corpus=corpus_fingerprint(cache_dir), precision=precision)
 
 
 def recipe_of(pretrain: PretrainConfig, cache_dir: str | Path | None = None) -> Recipe:

@@ -22,6 +22,7 @@ MIN_SENTENCES are dropped (no continuation to predict). A seeded HELD_OUT_FRACTI
 (all fragments of one text together) is kept apart for intrinsic evaluation (masked-LM loss on
 unseen text). Built once and cached:
   <cache root>/pretrain/corpus-<key>/corpus.json    key: version, sources, options, package versions
+  <cache root>/pretrain/corpus-<key>/fingerprint     its fingerprint (corpus_fingerprint), written on first use
 """
 
 from __future__ import annotations
@@ -184,13 +185,27 @@ def _cache_key(held_out_fraction: float, seed: int, limit: int | None) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _corpus_dir(cache_dir: str | Path | None, held_out_fraction: float, seed: int, limit: int | None) -> Path:
+    return cache_root(cache_dir) / "pretrain" / f"corpus-{_cache_key(held_out_fraction, seed, limit)}"
+
+
 def load_corpus(cache_dir: str | Path | None = None, held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0,
                 limit: int | None = None) -> Corpus:
     """The corpus, built once (`collect_corpus`) and cached under the cache root."""
-    name = f"corpus-{_cache_key(held_out_fraction, seed, limit)}"
-
     def build(out: Path) -> None:
         atomic_write_bytes(out / "corpus.json", collect_corpus(held_out_fraction, seed, limit).to_json())
 
-    directory = build_once(cache_root(cache_dir) / "pretrain" / name, build)
+    directory = build_once(_corpus_dir(cache_dir, held_out_fraction, seed, limit), build)
     return Corpus.from_json((directory / "corpus.json").read_bytes())
+
+
+def corpus_fingerprint(cache_dir: str | Path | None = None, held_out_fraction: float = HELD_OUT_FRACTION,
+                       seed: int = 0, limit: int | None = None) -> str:
+    """`load_corpus(...).fingerprint` without reading the corpus after the first time: every job of a
+    pretrained backbone names its recipe, which holds the fingerprint. Kept in the corpus's cache
+    directory (`fingerprint`), whose key changes with the sources and package versions."""
+    path = _corpus_dir(cache_dir, held_out_fraction, seed, limit) / "fingerprint"
+    if not path.exists():
+        fingerprint = load_corpus(cache_dir, held_out_fraction, seed, limit).fingerprint
+        atomic_write_bytes(path, fingerprint.encode())
+    return path.read_text()

@@ -17,6 +17,11 @@ The batch format (the data contract): input_ids, token_type_ids, attention_mask 
 mlm_positions [B, M] (positions of masked tokens, padded with 0); mlm_labels [B, M] (original
 ids, -100 where padded); sentence_label [B] (0/1, -100 for arms without a sentence loss).
 
+Data parallel (DDP): each process gets a share of every batch (recipe.StepBatches); each loss is
+scaled by its rank's share of the masked tokens (sentence rows), so the gradient DDP averages is the
+one-process gradient of the global batch (`global_mean`). Dropout masks are drawn per process over
+its share, so a DDP build does not reproduce a one-process build bit for bit.
+
 Optimisation: AdamW without decay on biases and LayerNorm weights (every 1-D parameter), linear
 warmup over `warmup_ratio` of `total_steps`, then linear decay to 0. The schedule is fixed by
 `total_steps` (the recipe's), not by when this process stops, so a run cut short and resumed
@@ -95,11 +100,24 @@ class PretrainingModule(L.LightningModule):
         size = batch["input_ids"].size(0)
         logged = {"train/loss": result["loss"], "train/mlm_loss": result["mlm_loss"],
                   "train/mlm_acc": result["mlm_correct"] / result["mlm_count"].clamp(min=1)}
+        loss = self.global_mean(result["mlm_loss"], result["mlm_count"])
         if "sentence_loss" in result:
             logged["train/sentence_loss"] = result["sentence_loss"]
             logged["train/sentence_acc"] = result["sentence_correct"] / result["sentence_count"].clamp(min=1)
-        self.log_dict({k: v.detach() for k, v in logged.items()}, batch_size=size)
-        return result["loss"]
+            loss = loss + self.global_mean(result["sentence_loss"], result["sentence_count"])
+        # Under DDP, each value is averaged over the ranks' shares.
+        self.log_dict({k: v.detach() for k, v in logged.items()}, batch_size=size, sync_dist=True)
+        return loss
+
+    def global_mean(self, loss: Tensor, count: Tensor) -> Tensor:
+        """A rank's mean loss over its `count` rows or tokens, scaled so that DDP's average of the ranks'
+        gradients is the gradient of ONE mean over the whole global batch (what one process computes),
+        not a mean of the ranks' means, which would weigh a token by how many its rank happened to mask."""
+        world_size = self._trainer.world_size if self._trainer is not None else 1
+        if world_size == 1:
+            return loss
+        total = self.trainer.strategy.reduce(count.detach().float(), reduce_op="sum")
+        return scaled_to_global_mean(loss, count, total, world_size)
 
     def configure_optimizers(self):
         # The tied decoder weight (= word embeddings) is one parameter, in one group.
@@ -108,6 +126,12 @@ class PretrainingModule(L.LightningModule):
         total = self.hparams.total_steps
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def scaled_to_global_mean(loss: Tensor, count: Tensor, total: Tensor, world_size: int) -> Tensor:
+    """A rank's mean `loss` over its `count` items, of `total` over all `world_size` ranks, scaled so
+    that the mean of the ranks' scaled losses is the mean over all items: sum_r loss_r count_r / total."""
+    return loss * count * world_size / total.clamp(min=1)
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:

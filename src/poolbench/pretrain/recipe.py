@@ -41,17 +41,20 @@ from typing import Any, Callable, Iterable, Iterator
 import lightning as L
 import torch
 import transformers
+from filelock import FileLock
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from poolbench.assets import build_once, cache_root
-from poolbench.config import ARMS, PRETRAIN_SIZES, SENTENCE_ARMS
-from poolbench.pretrain.model import IGNORE, PretrainingModule, step_seed
+from poolbench.config import PRETRAIN_SIZES, SENTENCE_ARMS, check_recipe
+from poolbench.pretrain.model import IGNORE, MODEL_INPUTS, PretrainingModule, step_seed
 
 SIZES = PRETRAIN_SIZES  # (layers, hidden, heads) of each size
 # Raise when the training code changes what a recipe produces: every key changes with it.
 RECIPE_VERSION = 1
+TOKEN_COLUMNS = MODEL_INPUTS  # the batch's [rows, tokens] tensors (mlm_positions index into them)
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,7 @@ class Recipe:
     precision: str = "32-true"  # Lightning precision: "32-true" (CPU), "bf16-mixed" (GPU)
 
     def __post_init__(self) -> None:
-        if self.arm not in ARMS:
-            raise ValueError(f"arm={self.arm!r}: use one of {ARMS}.")
-        if self.size not in SIZES:
-            raise ValueError(f"size={self.size!r}: use one of {tuple(SIZES)}.")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup={self.warmup}: a fraction of the steps, in [0, 1).")
-        for name in ("vocab_size", "seq_len", "steps", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
+        check_recipe(self)  # the same checks, and messages, as the backbone.pretrain config's
 
     @property
     def sentence_loss(self) -> bool:
@@ -126,20 +121,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class StepBatches:
-    """The training batches as an endless stream whose i-th batch depends only on (seed, i).
+    """The training batches as an endless stream whose i-th batch depends only on (seed, i), each
+    process keeping its share of it.
 
     Epoch e iterates `make_batches()` after seeding the RNG with (seed, e), so a shuffling sampler
     gives the same order every time; each batch is fetched after seeding with (seed, step), so
     random masking in a collate function is reproducible too. On (re)start it reads the trainer's
     global step and skips the batches already trained on (fetching them: a loader's workers end
-    up in the same state). Checks the data contract against the recipe on the way."""
+    up in the same state). Checks the data contract against the recipe on the way.
 
-    def __init__(self, make_batches: Callable[[], Iterable[dict]], recipe: Recipe, position: Callable[[], int]):
-        self.make_batches, self.recipe, self.position = make_batches, recipe, position
-        self.tokens = 0  # real (unpadded) tokens yielded by this process: the throughput's numerator
+    Data parallel (Lightning DDP, `shard` = (rank, world size)): every process fetches the same
+    global batch of recipe.batch_size rows and keeps the contiguous rows rank * n .. (rank + 1) * n,
+    n = batch_size / world size, trimmed of the padding columns its rows do not need. The ranks see
+    disjoint rows whose union is the one-process batch of the same step (the recipe, its data and
+    masks, and so its name, do not depend on the number of devices), and resuming works as in one
+    process. `step_tokens` holds the real tokens of each global batch yielded, by step: the same in
+    every process, the sum over the ranks' shares (`trained_tokens` counts those trained on: the
+    trainer fetches one batch ahead)."""
+
+    def __init__(self, make_batches: Callable[[], Iterable[dict]], recipe: Recipe, position: Callable[[], int],
+                 shard: Callable[[], tuple[int, int]] = lambda: (0, 1)):
+        self.make_batches, self.recipe, self.position, self.shard = make_batches, recipe, position, shard
+        self.step_tokens: dict[int, int] = {}  # step -> real (unpadded) tokens of its global batch
 
     def __iter__(self) -> Iterator[dict]:
         start, step, epoch = self.position(), 0, 0
+        rank, world_size = self.shard()
+        if self.recipe.batch_size % world_size:
+            raise ValueError(f"backbone.pretrain.batch_size={self.recipe.batch_size} does not split over {world_size} "
+                             f"processes: use a multiple of {world_size} (the batch size is the global one).")
         seed = self.recipe.seed
         while True:
             torch.manual_seed(step_seed(seed, epoch, stream=2))
@@ -154,12 +164,17 @@ class StepBatches:
                 fetched = True
                 if step >= start:
                     self._check(batch, first=step == start)
-                    self.tokens += int(batch["attention_mask"].sum())
-                    yield batch
+                    self.step_tokens[step] = int(batch["attention_mask"].sum())
+                    yield batch if world_size == 1 else share_of(batch, rank, world_size)
                 step += 1
             if not fetched:
                 raise ValueError("make_batches() gave an empty loader.")
             epoch += 1
+
+    def trained_tokens(self, end: int) -> int:
+        """The real tokens of the global batches of the steps before `end` that this stream yielded:
+        those trained on, when `end` is the trainer's global step after fitting."""
+        return sum(tokens for step, tokens in self.step_tokens.items() if step < end)
 
     def _check(self, batch: dict, first: bool) -> None:
         recipe = self.recipe
@@ -173,11 +188,20 @@ class StepBatches:
             raise ValueError(f"a token id >= vocab_size={recipe.vocab_size}.")
 
 
+def share_of(batch: dict, rank: int, world_size: int) -> dict:
+    """Process `rank`'s rows of a global batch (the rank-th of `world_size` equal contiguous blocks),
+    without the padding columns none of them uses (right padding: real tokens come first)."""
+    rows = batch["input_ids"].size(0) // world_size
+    share = {key: value[rank * rows:(rank + 1) * rows] for key, value in batch.items()}
+    length = int(share["attention_mask"].sum(dim=1).max())
+    return {key: value[:, :length] if key in TOKEN_COLUMNS else value for key, value in share.items()}
+
+
 def build_pretrained(recipe: Recipe, make_batches: Callable[[], Iterable[dict]], tokenizer_dir: str | Path,
                      cache_dir: str | Path | None = None, *, checkpoint_every: int = 1000,
                      stop_after: int | None = None, accelerator: str = "auto", devices: Any = 1,
-                     deterministic: Any = "warn", logger: Any = None, log_every_n_steps: int = 50,
-                     keep_work: bool = False) -> Path:
+                     strategy: str = "auto", deterministic: Any = "warn", logger: Any = None,
+                     log_every_n_steps: int = 50, keep_work: bool = False) -> Path:
     """The directory of the backbone `recipe` builds, trained first if absent (see the module doc).
 
     make_batches   () -> an iterable of batches in the data contract (poolbench.pretrain.model),
@@ -185,6 +209,8 @@ def build_pretrained(recipe: Recipe, make_batches: Callable[[], Iterable[dict]],
     checkpoint_every  steps between checkpoints in the work directory
     stop_after     stop at this global step (a time-sliced job): the checkpoint is kept and
                    BuildInterrupted raised; nothing is published. The next call resumes.
+    accelerator, devices, strategy  Lightning's: devices > 1 trains data-parallel (DDP, each process
+                   a share of every batch: StepBatches); the recipe, and so the backbone, is the same
     deterministic  Lightning's: True (exact; CPU tests), "warn" (deterministic where torch can be)
     logger         a Lightning logger for the training curves (None: a CSVLogger in the work dir),
                    written every `log_every_n_steps`
@@ -193,19 +219,36 @@ def build_pretrained(recipe: Recipe, make_batches: Callable[[], Iterable[dict]],
     target, work = pretrained_dir(recipe, cache_dir), work_dir(recipe, cache_dir)
     tokenizer_dir = Path(tokenizer_dir)
 
-    def build(tmp: Path) -> None:
+    def pad_token_id() -> int:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         if len(tokenizer) > recipe.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than vocab_size={recipe.vocab_size}.")
-        pad_token_id = tokenizer.pad_token_id or 0
+        return tokenizer.pad_token_id or 0
+
+    def train(save_to: Path | None) -> dict[str, float]:
+        return _train(recipe, make_batches, work, pad_token_id=pad_token_id(), checkpoint_every=checkpoint_every,
+                      stop_after=stop_after, accelerator=accelerator, devices=devices, strategy=strategy,
+                      deterministic=deterministic, logger=logger, log_every_n_steps=log_every_n_steps,
+                      save_to=save_to)
+
+    if rank_zero_only.rank != 0 and not target.exists():
+        # A DDP process started as a whole program (Lightning's subprocess launcher, SLURM, torchrun):
+        # rank 0 holds the build's lock and waits for this rank to join its training, so this one trains
+        # its share without the lock, then waits on the lock for rank 0 to publish.
+        if recipe.arm != "random":
+            train(save_to=None)
+        with FileLock(str(target) + ".lock"):
+            if not target.exists():
+                raise RuntimeError(f"{recipe.name}: rank {rank_zero_only.rank} trained, but rank 0 published nothing "
+                                   f"at {target}; see rank 0's error.")
+        return target
+
+    def build(tmp: Path) -> None:
         if recipe.arm == "random":
-            initial_model(recipe, pad_token_id).save_pretrained(tmp)
+            initial_model(recipe, pad_token_id()).save_pretrained(tmp)
             metrics = {}
         else:
-            metrics = _train(recipe, make_batches, work, pad_token_id=pad_token_id, checkpoint_every=checkpoint_every,
-                             stop_after=stop_after, accelerator=accelerator, devices=devices,
-                             deterministic=deterministic, logger=logger, log_every_n_steps=log_every_n_steps,
-                             save_to=tmp)
+            metrics = train(save_to=tmp)
         for path in tokenizer_dir.iterdir():
             if path.is_file():
                 shutil.copy2(path, tmp / path.name)
@@ -230,9 +273,10 @@ def initial_model(recipe: Recipe, pad_token_id: int) -> BertForPreTraining:
 
 
 def _train(recipe: Recipe, make_batches, work: Path, *, pad_token_id: int, checkpoint_every: int,
-           stop_after: int | None, accelerator, devices, deterministic, logger, log_every_n_steps: int,
-           save_to: Path) -> dict[str, float]:
-    """Train (or resume) in `work`; save the BertForPreTraining into `save_to`; the last logged metrics."""
+           stop_after: int | None, accelerator, devices, strategy, deterministic, logger, log_every_n_steps: int,
+           save_to: Path | None) -> dict[str, float]:
+    """Train (or resume) in `work`; save the BertForPreTraining into `save_to` (None: a DDP rank > 0,
+    which publishes nothing); the last logged metrics."""
     work.mkdir(parents=True, exist_ok=True)
     module = PretrainingModule(initial_model(recipe, pad_token_id), sentence_loss=recipe.sentence_loss, lr=recipe.lr,
                                weight_decay=recipe.weight_decay, warmup_ratio=recipe.warmup,
@@ -242,12 +286,13 @@ def _train(recipe: Recipe, make_batches, work: Path, *, pad_token_id: int, check
     max_steps = recipe.steps if stop_after is None else min(stop_after, recipe.steps)
     if logger is None:
         logger = L.pytorch.loggers.CSVLogger(work, name="logs")
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, precision=recipe.precision, max_steps=max_steps,
-                        max_epochs=-1, gradient_clip_val=recipe.grad_clip, deterministic=deterministic,
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=recipe.precision,
+                        max_steps=max_steps, max_epochs=-1, gradient_clip_val=recipe.grad_clip, deterministic=deterministic,
                         callbacks=[checkpoint], plugins=[AtomicCheckpointIO()], logger=logger,
                         default_root_dir=work, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps)
-    batches = StepBatches(make_batches, recipe, position=lambda: trainer.global_step)
+    batches = StepBatches(make_batches, recipe, position=lambda: trainer.global_step,
+                          shard=lambda: (trainer.global_rank, trainer.world_size))
     last = work / "last.ckpt"
     resumed = last.exists()
     started = time.perf_counter()
@@ -257,8 +302,10 @@ def _train(recipe: Recipe, make_batches, work: Path, *, pad_token_id: int, check
     if trainer.global_step < recipe.steps:
         raise BuildInterrupted(f"{recipe.name}: stopped at step {trainer.global_step} of {recipe.steps}; "
                                f"the next build resumes from {last}.")
-    module.model.save_pretrained(save_to)
-    # Throughput of this process's steps (all of them unless it resumed), Lightning's loop included.
+    if save_to is not None:
+        module.model.save_pretrained(save_to)
+    # Throughput of this process's steps (all of them unless it resumed), Lightning's loop included; under
+    # DDP, of all processes together.
+    tokens = batches.trained_tokens(trainer.global_step)
     return {**{k: float(v) for k, v in trainer.callback_metrics.items()}, "resumed": float(resumed),
-            "process_s": seconds, "process_tokens": float(batches.tokens),
-            "tokens_per_s": batches.tokens / seconds}
+            "process_s": seconds, "process_tokens": float(tokens), "tokens_per_s": tokens / seconds}

@@ -48,8 +48,8 @@ INTRINSIC = ["mlm_acc", "nsp_acc", "sop_acc"]
 BUDGET = ["steps", "tokens", "epochs", "train_s", "tokens_per_s"]
 CORPUS = ["documents", "sentences", "tokens"]
 PRETRAIN = [f"pretrain/{name}" for name in [*INTRINSIC, *BUDGET, *(f"corpus_{c}" for c in CORPUS)]]
-# What two arms must share to be compared: the mode, the BERT's size (a backbone is named
-# <arm>-<size>) and the probes' train cap. Different sizes or caps are never averaged together.
+# What two arms must share to be compared: the mode, the BERT's size (backbone.pretrain.size) and
+# the probes' train cap. Different sizes or caps are never averaged together.
 STRATUM = ["mode", "size", "max_train_examples"]
 UNIT = [*STRATUM, "task", "pooling", "arm", "backbone_seed"]
 POOLED = "all tasks"  # the task of a row averaged over tasks
@@ -59,16 +59,17 @@ DIFFERENCE = ["task", "n_tasks", "seeds", "n", "unpaired_seeds", "diff", "sd", "
 
 
 def arm_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of pretrained arms (every layer), each with its size; columns an older record lacks
-    are NaN (a run without a train cap trained on everything, as collect.runs_table writes it)."""
+    """The runs of pretrained arms (every layer), with the arm and size of their recipe (read from
+    the records' config by collect.runs_table, never from the backbone's name, which a user may
+    set); columns an older record lacks are NaN (a run without a train cap trained on everything,
+    as collect.runs_table writes it)."""
     runs = runs.copy()
-    for column in ["arm", "backbone_seed", "test/acc", *PRETRAIN]:
+    for column in ["arm", "size", "backbone_seed", "test/acc", *PRETRAIN]:
         if column not in runs:
             runs[column] = np.nan
     if "max_train_examples" not in runs:
         runs["max_train_examples"] = "all"
-    runs = runs[runs["arm"].notna()]
-    return runs.assign(size=[str(b).removeprefix(f"{a}-") for b, a in zip(runs["backbone"], runs["arm"])])
+    return runs[runs["arm"].notna()]
 
 
 def unit_values(runs: pd.DataFrame) -> pd.DataFrame:

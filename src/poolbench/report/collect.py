@@ -7,8 +7,9 @@ else; the runs table flattens them into one row per run for the statistics.
 
 from __future__ import annotations
 
+import re
 import shlex
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -68,7 +69,8 @@ def read_wandb(project_path: str, group: str) -> list[Record]:
 
     try:
         # Runs load lazily: converting them talks to the server too.
-        return [wandb_record(run) for run in wandb.Api().runs(project_path, filters={"group": group})]
+        return [record for run in wandb.Api().runs(project_path, filters={"group": group})
+                for record in wandb_layer_records(run)]
     except (wandb.errors.Error, OSError) as error:
         raise ReportError(f"cannot read W&B project {project_path} ({error}): set WANDB_API_KEY or use local "
                           "record dirs") from error
@@ -102,6 +104,39 @@ def protocol_of(record: Record) -> str:
     """A record's probe protocol (poolbench.protocols); records of fine-tuning, and of probes written
     before protocols existed, are `full`."""
     return (record.config.get("mode") or {}).get("protocol") or "full"
+
+
+LAYER_METRIC = re.compile(r"L(\d+)/(.+)")  # how jobs.log_metrics names a layer's metric
+
+
+def wandb_layer_records(run: Any) -> list[Record]:
+    """One W&B run as one record per layer it logged, like the local records of its job. Its factors
+    name the layer as configured (-1, "all"); its `L<layer>/<metric>` keys (jobs.log_metrics) name
+    the absolute layers, which local records use, so the two mix in one report. The depth follows
+    where the configured layer counts from the end. A run without such keys stays one record."""
+    record = wandb_record(run)
+    by_layer: dict[int, dict[str, float]] = {}
+    for key, value in record.metrics.items():
+        if match := LAYER_METRIC.fullmatch(key):
+            by_layer.setdefault(int(match[1]), {})[match[2]] = value
+    if not by_layer or record.factors is None:
+        return [record]
+    layers, configured = sorted(by_layer), record.factors.layer
+    # What is not a layer's own: every other metric of a one-layer job, the pretraining facts of any.
+    shared = {k: v for k, v in record.metrics.items()
+              if not LAYER_METRIC.fullmatch(k) and (len(layers) == 1 or k.startswith("pretrain/"))}
+    if configured == "all":
+        num_layers = layers[-1]
+    elif isinstance(configured, int) and configured < 0 and len(layers) == 1:
+        num_layers = layers[0] - 1 - configured  # layer -k of a backbone with n layers is n + 1 - k
+    else:
+        num_layers = record.factors.num_layers
+    logged = dict(run.config).get("run_id")  # one id per layer, in order, for a job of several layers
+    ids = logged if isinstance(logged, list) and len(logged) == len(layers) else [
+        record.run_id if len(layers) == 1 else f"{record.run_id}-L{layer}" for layer in layers]
+    return [replace(record, run_id=run_id, factors=replace(record.factors, layer=layer, num_layers=num_layers),
+                    metrics={**shared, **by_layer[layer]}, dir=f"{record.dir}#L{layer}")
+            for layer, run_id in zip(layers, ids)]
 
 
 def _setting_and_seed(record: Record) -> tuple[str, ...]:
@@ -185,12 +220,14 @@ def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) ->
     """One row per run: factors, metrics as recorded, timings, versions, provenance."""
     rows = []
     for record in records:
+        # The recipe of a backbone pretrained here (report/arms.py compares its arms within a size).
+        recipe = (record.config.get("backbone") or {}).get("pretrain") or {}
         rows.append({
             "run_id": record.run_id,
             "study": record.study,
             **asdict(record.factors),
-            # The pretraining arm of a backbone pretrained here (report/arms.py compares them).
-            "arm": ((record.config.get("backbone") or {}).get("pretrain") or {}).get("arm"),
+            "arm": recipe.get("arm"),
+            "size": recipe.get("size"),
             **record.metrics,
             "n_labels": predictions[record.dir].n_labels if record.dir in predictions else None,
             "selected_epoch": record.selection.get("epoch"),

@@ -112,7 +112,8 @@ def stratified_split(frame: pd.DataFrame, seed: int, fractions=(0.8, 0.1, 0.1)) 
 def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
     """Strip whitespace, drop empty texts, keep one copy of each text (by `text_key`); a text seen
     with two different labels is dropped altogether. Counts what went, by reason."""
-    frame = frame.assign(**{c: frame[c].fillna("").str.strip() for c in text_fields_of(frame)})
+    # astype(str): a column with no text at all (an empty split) has a numeric dtype, and .str refuses it.
+    frame = frame.assign(**{c: frame[c].fillna("").astype(str).str.strip() for c in text_fields_of(frame)})
     non_empty = frame[(frame[text_fields_of(frame)] != "").all(axis=1)]
     key = text_key(non_empty)
     conflicting = non_empty.groupby(key)["label"].transform("nunique") > 1
