@@ -27,18 +27,38 @@ def cache_dir(tmp_path_factory) -> Path:
     return Path(os.environ.get("POOLBENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
 
 
+def compose_config(output_root: Path, cache_dir: Path, *overrides: str) -> DictConfig:
+    """The app's config with overrides, composed as `poolbench` would, then validated."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=none", f"paths.output_root={output_root}",
+                                           f"paths.cache_dir={cache_dir}", *overrides])
+    validate(typed_config(cfg))
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path, cache_dir):
     """Compose the app's config with overrides, as `poolbench` would, then validate it."""
+    return lambda *overrides: compose_config(tmp_path / "outputs", cache_dir, *overrides)
 
-    def make(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=["logger=none", f"paths.output_root={tmp_path / 'outputs'}",
-                                               f"paths.cache_dir={cache_dir}", *overrides])
-        validate(typed_config(cfg))
-        return cfg
 
-    return make
+@pytest.fixture
+def count_calls(monkeypatch):
+    """Wrap a real function so its calls are counted (it still runs): count_calls(module, name, *also),
+    `also` = other modules that imported the same name. Returns the list of the calls' arguments."""
+
+    def wrap(module, name: str, *also) -> list:
+        calls, real = [], getattr(module, name)
+
+        def counted(*args, **kwargs):
+            calls.append(args)
+            return real(*args, **kwargs)
+
+        for place in (module, *also):
+            monkeypatch.setattr(place, name, counted)
+        return calls
+
+    return wrap
 
 
 @pytest.fixture

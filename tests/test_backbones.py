@@ -130,19 +130,12 @@ def test_catalog_rows_show_sizes_recorded_at_the_first_load(cache_dir):
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "minilm-l6"])
-def test_a_backbone_s_depth_is_known_without_loading_it(name, tmp_path, monkeypatch):
+def test_a_backbone_s_depth_is_known_without_loading_it(name, tmp_path, count_calls):
     """Known answer by counting: in a cache where it was never loaded, the job owner learns the depth
     without a load (0 calls of the loader), and it is the depth the mode's load then finds (1 call)."""
     from poolbench.backbones import core
 
-    loads = []
-    real = core._load
-
-    def counted(*args, **kwargs):
-        loads.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(core, "_load", counted)
+    loads = count_calls(core, "_load")
     cfg = OmegaConf.to_object(config(name))
     depth = backbone_depth(cfg, tmp_path)
     assert len(loads) == 0

@@ -299,7 +299,7 @@ def test_a_recipe_on_the_packaged_corpus_builds_a_backbone_that_loads_and_probes
 
 
 @pytest.mark.slow
-def test_a_job_whose_backbone_is_built_never_loads_the_corpus(cache_dir, monkeypatch):
+def test_a_job_whose_backbone_is_built_never_loads_the_corpus(cache_dir, count_calls):
     """Known answer by counting: once a recipe is built, naming it again (every probe job of it does)
     calls load_corpus 0 times; with the cached fingerprint gone, once, and the name is the same."""
     from poolbench.config import BackboneConfig, Family, PretrainConfig, Source
@@ -309,15 +309,8 @@ def test_a_job_whose_backbone_is_built_never_loads_the_corpus(cache_dir, monkeyp
     backbone = BackboneConfig(name="random-tiny", source=Source.pretrained, location="", family=Family.encoder_mlm,
                               pretrain=PretrainConfig(arm="random", size="tiny", steps=1, batch_size=4))
     built, _ = build.ensure_pretrained(backbone, cache_dir)
-    calls = []
     real = corpus.load_corpus
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(corpus, "load_corpus", counted)
-    monkeypatch.setattr(build, "load_corpus", counted)
+    calls = count_calls(corpus, "load_corpus", build)
     again, facts = build.ensure_pretrained(backbone, cache_dir)
     assert again.location == built.location and len(calls) == 0 and facts["pretrain/steps"] == 0
     (corpus._corpus_dir(cache_dir, corpus.HELD_OUT_FRACTION, 0, None) / "fingerprint").unlink()

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from poolbench.config import CONF_DIR, validate
-from poolbench.jobs import run_job as run, typed_config
+from conftest import compose_config
+from poolbench.jobs import run_job as run
 from poolbench.report import build_report
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "backbone=tiny-bert", "mode.max_epochs=3", "layer=all",
@@ -32,15 +31,7 @@ def study(tmp_path_factory, request):
 def make_cfg_module(tmp_path_factory, cache_dir):
     """conftest's make_cfg for a module-scoped study: its records are shared by the tests below."""
     output_root = tmp_path_factory.mktemp("outputs")
-
-    def make(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=["logger=none", f"paths.output_root={output_root}",
-                                               f"paths.cache_dir={cache_dir}", *overrides])
-        validate(typed_config(cfg))
-        return cfg
-
-    return make
+    return lambda *overrides: compose_config(output_root, cache_dir, *overrides)
 
 
 def test_protocol_records_stay_out_of_the_main_tables(study, tmp_path):
