@@ -191,13 +191,15 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
         return logger_class(**options)
     run_factors = {k: v for k, v in dataclasses.asdict(factors(config, config.layer, None)).items()
                    if k != "num_layers"}
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    resolved["backbone"]["dtype"] = config.backbone.dtype.value  # the precision that ran, as in the records
     logger = logger_class(
         **options,
         name="-".join(str(run_factors[k]) for k in ("backbone", "task", "mode", "pooling", "layer", "seed")),
         job_type=run_factors["mode"],
         tags=[f"{k}={v}" for k, v in run_factors.items()],
         config={**run_factors, "run_id": run_ids[0] if len(run_ids) == 1 else run_ids,
-                "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)},
+                "config": resolved},
     )
     # The dashboard's summary shows the best validation score, not the last one.
     for metric in ("val/acc", "val/f1"):
