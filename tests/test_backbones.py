@@ -365,6 +365,26 @@ def test_without_a_network_the_hub_fails_fast_even_unflagged(monkeypatch):
     assert time.perf_counter() - start < 10  # transformers alone retries for about a minute
 
 
+# --------------------------------------------------------------------------- attention implementations
+
+
+# Every backbone runs the fastest exact attention its transformers class implements: PyTorch's
+# scaled_dot_product_attention ("sdpa") wherever the class supports it, the same softmax(QK^T)V,
+# computed in one fused kernel. MPNet has no sdpa implementation in transformers 5 (its relative
+# position bias goes into the scores): it stays eager.
+ATTENTION = {"minilm-l6": "sdpa", "minilm-l3": "sdpa", "categorium-en": "sdpa",
+             "mpnet-base": "eager", "smollm2-135m": "sdpa"}
+
+
+@pytest.mark.parametrize("name", [
+    *(pytest.param(n, marks=needs(n)) for n in ("minilm-l6", "minilm-l3", "categorium-en")),
+    *(pytest.param(n, marks=[pytest.mark.slow, needs(n)]) for n in ("mpnet-base", "smollm2-135m"))])
+def test_each_packaged_backbone_runs_the_fastest_exact_attention_its_class_has(load, name):
+    model = load(name).model
+    assert model.config._attn_implementation == ATTENTION[name]
+    assert (ATTENTION[name] == "sdpa") == type(model)._supports_sdpa  # eager only where sdpa does not exist
+
+
 # --------------------------------------------------------------------------- big backbones (slow)
 
 

@@ -29,6 +29,7 @@ def test_the_default_config_composes_and_is_typed(make_cfg):
         ("mode.learning_rate=1e-3", r"Key 'learning_rate' not in 'FinetuneConfig'[\s\S]*full_key: mode.learning_rate"),
         ("task.max_train_exampels=10", r"Key 'max_train_exampels' not in 'TaskConfig'"),
         ("backbone.family=transformer", r"expected one of \[encoder_nsp, encoder_mlm, encoder_cls, decoder\][\s\S]*backbone.family"),
+        ("backbone.dtype=fp8", r"expected one of \[float32, bfloat16, auto\][\s\S]*full_key: backbone.dtype"),
     ],
 )
 def test_bad_values_fail_at_compose_time_naming_the_key(make_cfg, override, message):

@@ -35,7 +35,8 @@ from poolbench.report import (
     read_wandb,
     wandb_record,
 )
-from poolbench.report.collect import wandb_layer_records
+from poolbench.machine import machine_facts
+from poolbench.report.collect import machine_name, wandb_layer_records
 
 N_TEST = 200
 NUM_LAYERS = 4
@@ -59,8 +60,10 @@ def run_factors(config: dict, layer: int | str, num_layers: int | None) -> Facto
                    max_train_examples=config["task"]["max_train_examples"])
 
 
-def write_run(run_dir: Path, backbone: str, task: str, pooling: str, seed: int, layer: int = NUM_LAYERS) -> None:
-    """A finished run right on the first RIGHT[pooling] and the last `seed` test examples."""
+def write_run(run_dir: Path, backbone: str, task: str, pooling: str, seed: int, layer: int = NUM_LAYERS,
+              dtype: str | None = None) -> None:
+    """A finished run right on the first RIGHT[pooling] and the last `seed` test examples; `dtype`:
+    the precision its config records (none, like the records of the main synthetic study)."""
     example = np.arange(N_TEST)
     right = (example < RIGHT[pooling]) | (example >= N_TEST - seed)
     n_right = int(right.sum())
@@ -72,6 +75,8 @@ def write_run(run_dir: Path, backbone: str, task: str, pooling: str, seed: int, 
         "probs": [[0.5, 0.5]] * N_TEST,
     })
     config = run_config(backbone, task, pooling, seed, layer)
+    if dtype is not None:
+        config["backbone"]["dtype"] = dtype
     write_record(run_dir, Record(
         run_id=run_identity(config), status="finished", study="synthetic",
         factors=run_factors(config, layer, NUM_LAYERS),
@@ -194,6 +199,31 @@ def test_report_files_exist_and_the_verdict_follows_the_data(report_dir):
     assert len(summary) == (cells + 1) * len(RIGHT) and (summary["acc_n"] == len(SEEDS)).all()
     table = (report_dir / "table.tex").read_text()
     assert r"\toprule" in table and r"\textbf{80.2 $\pm$ 0.4}" in table and "enc-a" in table
+
+
+def test_the_setup_lists_the_machine_every_run_ran_on(report_dir):
+    report = (report_dir / "REPORT.md").read_text()
+    n_finished = (len(TASKS) * len(BACKBONES) + 1) * len(RIGHT) * len(SEEDS)
+    # Every synthetic record was written here, in this process: one machine, every run.
+    assert f"- {machine_name(machine_facts())}: {n_finished} runs" in report
+    assert machine_facts()["cpu"] in report
+    assert "mix precisions" not in report  # one precision (unrecorded): nothing to warn about
+
+
+def test_a_study_mixing_precisions_says_so_and_keeps_the_precision_per_run(tmp_path, fast_records):
+    """enc-a ran in float32, enc-b in bfloat16: the runs table names each run's precision, and the
+    caveats say the verdicts pool both. Unit: one run per (backbone, task, pooling, seed)."""
+    for backbone, dtype in [("enc-a", "float32"), ("enc-b", "bfloat16")]:
+        for task in TASKS[:2]:
+            for pooling in ("cls", "mean"):
+                for seed in SEEDS:
+                    write_run(tmp_path / "runs" / f"{backbone}-{task}-{pooling}-{seed}", backbone, task, pooling,
+                              seed, dtype=dtype)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv")
+    assert runs.groupby("backbone")["dtype"].agg(set).to_dict() == {"enc-a": {"float32"}, "enc-b": {"bfloat16"}}
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "The runs mix precisions (bfloat16: 8 runs, float32: 8 runs)" in report
 
 
 def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast_records):

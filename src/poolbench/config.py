@@ -61,6 +61,9 @@ class Source(Enum):
 class Dtype(Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
+    # bfloat16 where the device computes it natively, float32 elsewhere (poolbench.machine.resolve_dtype):
+    # resolved when a job starts, so records, run ids and feature caches name the precision that ran.
+    auto = "auto"
 
 
 class Mode(Enum):

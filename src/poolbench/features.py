@@ -64,7 +64,8 @@ from filelock import FileLock
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
 from poolbench.assets import Unavailable, atomic_write_bytes, build_once
-from poolbench.backbones import MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone
+from poolbench.backbones import (MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone,
+                                 loaded_dtype)
 from poolbench.data import sorted_batches, tokenize
 from poolbench.config import BackboneConfig, Source, TaskConfig, check_special_tokens, plain_fields
 from poolbench.pooling import (NOSPECIAL_POOLINGS, POOLINGS, TOKEN_POOLINGS, adds_special_tokens, pool_all, pooler,
@@ -92,8 +93,9 @@ def _digest(obj: Any, n: int = 16) -> str:
 
 def _backbone_fields(backbone: BackboneConfig) -> dict[str, Any]:
     """The backbone settings that change vectors (family is a label for tables; it cannot)."""
-    return plain_fields(backbone, ("name", "source", "location", "revision", "init", "init_seed", "max_length",
-                                   "dtype", "padding_side"))
+    fields = plain_fields(backbone, ("name", "source", "location", "revision", "init", "init_seed", "max_length",
+                                     "dtype", "padding_side"))
+    return {**fields, "dtype": loaded_dtype(backbone).value}  # the precision that encodes: never `auto`
 
 
 def _software() -> dict[str, str]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import wandb
 from hydra.utils import get_class
 from lightning.pytorch.loggers import WandbLogger
@@ -38,6 +39,7 @@ from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import backbone_depth, known_facts, load_backbone
 from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, check_special_tokens, plain_fields,
                               pooling_layers, validate)
+from poolbench.machine import precision_warning, resolve_dtype
 from poolbench.pooling import NOSPECIAL_POOLINGS
 from poolbench.pretrain.build import ensure_pretrained
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
@@ -134,8 +136,19 @@ def typed_config(cfg: DictConfig) -> Config:
     a config node: it is built here, with Hydra's output dir."""
     groups = {name: OmegaConf.to_object(cfg[name]) for name in ("backbone", "task", "pooling", "mode", "trainer",
                                                                  "paths")}
-    return Config(**groups, logger=None, study=cfg.study, seed=cfg.seed, layer=cfg.layer,
-                  skip_finished=cfg.skip_finished)
+    config = Config(**groups, logger=None, study=cfg.study, seed=cfg.seed, layer=cfg.layer,
+                    skip_finished=cfg.skip_finished)
+    # `auto` becomes the precision this machine runs, before anything reads it: the run id, the record's
+    # config and the feature cache key name bfloat16 or float32, never auto.
+    config.backbone.dtype = resolve_dtype(config.backbone.dtype, compute_device(config))
+    return config
+
+
+def compute_device(config: Config) -> str:
+    """Where the job's backbone computes: a probe or diagnose job where load_backbone leaves it (the CPU);
+    fine-tuning where Lightning puts it (a GPU when the trainer may use one and one is present)."""
+    gpu = config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "cuda" if config.mode.name == Mode.finetune and gpu else "cpu"
 
 
 def pooling_factor(config: Config) -> str:
@@ -178,13 +191,15 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
         return logger_class(**options)
     run_factors = {k: v for k, v in dataclasses.asdict(factors(config, config.layer, None)).items()
                    if k != "num_layers"}
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    resolved["backbone"]["dtype"] = config.backbone.dtype.value  # the precision that ran, as in the records
     logger = logger_class(
         **options,
         name="-".join(str(run_factors[k]) for k in ("backbone", "task", "mode", "pooling", "layer", "seed")),
         job_type=run_factors["mode"],
         tags=[f"{k}={v}" for k, v in run_factors.items()],
         config={**run_factors, "run_id": run_ids[0] if len(run_ids) == 1 else run_ids,
-                "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)},
+                "config": resolved},
     )
     # The dashboard's summary shows the best validation score, not the last one.
     for metric in ("val/acc", "val/f1"):
@@ -214,6 +229,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     config = typed_config(cfg)
     output_dir = Path(output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    resolved["backbone"]["dtype"] = config.backbone.dtype.value  # as resolved for this machine
     mode = MODES[config.mode.name]
 
     def refused(error: ConfigError) -> None:
@@ -230,6 +246,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         raise
     cache_dir = Path(config.paths.cache_dir).expanduser()
     output_root = Path(config.paths.output_root)
+    if warning := precision_warning(config.backbone.dtype, compute_device(config), cache_dir):
+        log.warning(warning)  # allowed (the numbers are right), but the user should know before it starts
     pooling, seed = pooling_factor(config), config.seed
 
     def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:

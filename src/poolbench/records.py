@@ -1,4 +1,4 @@
-"""One record per run: what was run, what it scored, on which examples, with which software.
+"""One record per run: what was run, what it scored, on which examples, with which software, on which machine.
 
 A record is a directory holding `record.json` and `predictions.parquet` (one row per test
 example: id, label, prediction, probs). Every run (one layer of one job) has its own, in
@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from poolbench.assets import atomic_write_bytes
+from poolbench.machine import machine_facts
 
 # v2: run ids hash a per-mode allow-list (v1 hashed the whole config minus a deny-list, so a probe
 # job's id moved with the trainer it never reads). Records of v1 are read, never reused.
@@ -96,6 +97,9 @@ class Record:
     predictions: str | None = None  # file name of the per-example predictions, relative to `dir`
     features: str | None = None  # the feature cache entry a probe read
     versions: dict[str, str] = field(default_factory=dict)  # python, torch, transformers, ...
+    # Where it ran (poolbench.machine.machine_facts): CPU model and flags, logical CPUs, torch threads, GPU.
+    # Empty in records written before machines were recorded.
+    machine: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None  # with "+dirty" for uncommitted changes
     created: str | None = None  # UTC ISO time
     reused_from: str | None = None  # the record dir this one was copied from
@@ -161,10 +165,10 @@ def git_commit() -> str | None:
 
 def write_record(run_dir: Path, record: Record, predictions: pd.DataFrame | None = None) -> Record:
     """Write predictions first, then record.json: a record that exists is complete. Stamps the
-    software versions, the commit and the time; returns the record as `read_record` would."""
+    software versions, the machine, the commit and the time; returns the record as `read_record` would."""
     run_dir = Path(run_dir)
-    record = replace(record, versions=software_versions(), git_commit=git_commit(), schema=RECORD_SCHEMA,
-                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), dir=str(run_dir))
+    record = replace(record, versions=software_versions(), machine=machine_facts(), git_commit=git_commit(),
+                     schema=RECORD_SCHEMA, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), dir=str(run_dir))
     if predictions is not None:
         atomic_write_bytes(run_dir / PREDICTIONS_FILE, predictions.to_parquet(index=False))
         record.predictions = PREDICTIONS_FILE

@@ -10,8 +10,9 @@ The cache, package files, the hub probe and the `Unavailable` error are poolbenc
 """
 
 from poolbench.backbones.core import (DTYPES, MODEL_INPUTS, Backbone, backbone_depth, catalog_rows,
-                                      forward_hidden_states, known_facts, load_backbone, model_inputs)
+                                      forward_hidden_states, known_facts, load_backbone, loaded_dtype,
+                                      model_inputs)
 from poolbench.backbones.packaged import PACKAGED, PackagedBackbone
 
 __all__ = ["DTYPES", "MODEL_INPUTS", "PACKAGED", "Backbone", "PackagedBackbone", "backbone_depth", "catalog_rows",
-           "forward_hidden_states", "known_facts", "load_backbone", "model_inputs"]
+           "forward_hidden_states", "known_facts", "load_backbone", "loaded_dtype", "model_inputs"]

@@ -47,9 +47,9 @@ from transformers import (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTo
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
 from poolbench.config import CONF_DIR, PRETRAIN_SIZES, BackboneConfig, Dtype, Init, Source, register
+from poolbench.machine import TORCH_DTYPES as DTYPES
+from poolbench.machine import resolve_dtype
 from poolbench.pooling import adds_special_tokens
-
-DTYPES = {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16}
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Backbone:
 def load_backbone(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> Backbone:
     """Load the backbone `cfg` names. Converted packaged weights are cached under `cache_dir`
     (default: $POOLBENCH_CACHE or ~/.cache/poolbench)."""
-    model, tokenizer, weights, normalize_text = _load(cfg, DTYPES[cfg.dtype], cache_dir)
+    model, tokenizer, weights, normalize_text = _load(cfg, DTYPES[loaded_dtype(cfg)], cache_dir)
     _ensure_pad_token(tokenizer)
     if cfg.padding_side is not None:
         tokenizer.padding_side = cfg.padding_side
@@ -84,6 +84,12 @@ def load_backbone(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> B
     )
     _write_facts(cfg, backbone, cache_dir)
     return backbone
+
+
+def loaded_dtype(cfg: BackboneConfig) -> Dtype:
+    """The precision `load_backbone` loads `cfg` in: `auto` resolved for the CPU, where it leaves the
+    model. A job resolves `auto` for its own device before anything else (jobs.typed_config)."""
+    return resolve_dtype(cfg.dtype, "cpu")
 
 
 # --------------------------------------------------------------------------- running

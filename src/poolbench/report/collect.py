@@ -216,8 +216,18 @@ def at_epoch_budget(record: Record) -> bool | None:
     return None
 
 
+def machine_name(machine: dict[str, Any]) -> str | None:
+    """A record's machine in one line (poolbench.machine.machine_facts); None where it was not recorded."""
+    if not machine:
+        return None
+    flags = ", ".join(machine.get("cpu_flags") or []) or "none of avx2/avx512/amx"
+    gpu = f"; GPU {machine['gpu']}" if machine.get("gpu") else ""
+    return (f"{machine.get('cpu')} ({flags}); {machine.get('logical_cpus')} logical CPUs, "
+            f"{machine.get('torch_threads')} torch threads{gpu}")
+
+
 def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) -> pd.DataFrame:
-    """One row per run: factors, metrics as recorded, timings, versions, provenance."""
+    """One row per run: factors, precision, metrics as recorded, timings, versions, machine, provenance."""
     rows = []
     for record in records:
         # The recipe of a backbone pretrained here (report/arms.py compares its arms within a size).
@@ -228,12 +238,16 @@ def runs_table(records: list[Record], predictions: dict[str, RunPredictions]) ->
             **asdict(record.factors),
             "arm": recipe.get("arm"),
             "size": recipe.get("size"),
+            # The precision that ran (jobs resolve `auto` before writing the config): float32 and bfloat16
+            # runs of one setting are two experiments, never seeds of one.
+            "dtype": (record.config.get("backbone") or {}).get("dtype"),
             **record.metrics,
             "n_labels": predictions[record.dir].n_labels if record.dir in predictions else None,
             "selected_epoch": record.selection.get("epoch"),
             "at_epoch_budget": at_epoch_budget(record),
             **{f"time/{k}": v for k, v in record.timings.items()},
             **{f"version/{k}": v for k, v in record.versions.items()},
+            "machine": machine_name(record.machine),
             "git_commit": record.git_commit,
             "created": record.created,
             "dir": record.dir,

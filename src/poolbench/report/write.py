@@ -2,7 +2,8 @@
 
 Reads records only (poolbench.records), from run or sweep directories or from W&B, and writes
 into one output directory:
-  runs.csv          one row per analysed run: every factor, metric, timing and software version
+  runs.csv          one row per analysed run: every factor, its precision, metric, timing, software
+                    version and machine
   summary.csv       test accuracy and F1 per setting (every factor but the seed): mean, sd, n and
                     a 95% t-interval over seeds
   comparisons.csv   every pooling against cls in the same cell (every factor but the pooling),
@@ -107,7 +108,8 @@ def failed_run_line(record: Record) -> str:
 
 def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
     backbones = runs.groupby(["backbone", "family", "init"], dropna=False).agg(
-        layers=("num_layers", values_of), runs=("run_id", "size")).reset_index()
+        layers=("num_layers", values_of), dtype=("dtype", values_of), runs=("run_id", "size")).reset_index()
+    machines = runs["machine"].fillna("not recorded (a record written before machines were)").value_counts()
     tasks = runs.groupby("task").agg(n_test=("n_test", values_of), labels=("n_labels", values_of),
                                      train_examples=("n_train", values_of),  # what was trained on, not the cap
                                      runs=("run_id", "size")).reset_index()
@@ -122,6 +124,9 @@ def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
         "### Tasks", "", "n_test and train_examples (the rows a run trained on: a cap such as 2000 stops at the split's size) "
         "from the records' metrics; labels: the width of the predicted distribution.", "",
         markdown_table(tasks), "",
+        "### Machines", "", "The machine each run computed on (CPU model, the flags that decide speed, threads, GPU), "
+        "and how many runs it computed (a reused record keeps the machine that computed it):", "",
+        *(f"- {machine}: {count} runs" for machine, count in machines.items()), "",
         "### Software and provenance", "",
         *(f"- {column.removeprefix('version/')}: {values_of(runs[column])}" for column in runs if column.startswith("version/")),
         f"- git commits: {values_of(runs['git_commit'])}",
