@@ -9,6 +9,7 @@ sample's) and computes, per layer:
   geometry   from the probe's feature cache (geometry.py, no new forward pass): nearest-centroid
              and k-NN accuracy fitted on the SAME training rows a probe job of this seed trains on
              (task.max_train_examples, seeded), anisotropy, and cos(cls, mean)
+  dependence from the same cache (dependence.py): variance share, centered cosine, CKA(cls, content mean)
 and returns one `RunResult` per layer whose metrics are flat keys (see `layer_metrics`), each mean
 over texts with its 95% t-interval as `<key>_low` / `<key>_high`. The text is the unit.
 """
@@ -25,10 +26,12 @@ import pandas as pd
 from poolbench.backbones import load_backbone
 from poolbench.config import DiagnoseConfig, Job
 from poolbench.diagnose.attention import readout_attention, summarize_attention
+from poolbench.diagnose.dependence import DEPENDENCE_METRICS, dependence_table
 from poolbench.diagnose.erasure import erasure_sensitivity, summarize_erasure
 from poolbench.diagnose.geometry import cls_mean_frame, geometry_table
 from poolbench.diagnose.stats import mean_over_texts
 from poolbench.features import features_for
+from poolbench.pooling import BASE_POOLINGS, NOSPECIAL_POOLINGS, adds_special_tokens
 from poolbench.probe import train_indices
 from poolbench.records import RunResult
 from poolbench.tasks import load_task
@@ -36,7 +39,7 @@ from poolbench.tasks import load_task
 log = logging.getLogger(__name__)
 
 # Part of the run identity (jobs.diagnose_identity): bump it when a measure is added or changed.
-MEASURES_VERSION = 1
+MEASURES_VERSION = 2
 ATTENTION_METRICS = ("entropy", "breadth", "self", "special", "content")
 BOUNDS = ("", "_low", "_high")
 
@@ -61,11 +64,12 @@ def _with_bounds(prefix: str, row: pd.Series, metric: str) -> dict[str, float]:
 
 
 def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, geometry: pd.DataFrame,
-                  cls_mean: pd.DataFrame) -> dict[str, float]:
+                  cls_mean: pd.DataFrame, dependence: pd.DataFrame) -> dict[str, float]:
     """The flat metrics of one layer from the summaries:
     attention/<first|last>/<entropy|breadth|self|special|content>   (layers >= 1)
     erasure/<pooling>/<0..9|all>        mean 1 - cos(r(x), r(x')) in that tenth of the content positions
     geometry/<pooling>/<centroid|knn|anisotropy>, geometry/floor (majority class), geometry/cls_mean_cosine
+    dependence/<pooling>/<variance_share|centered_cosine>, dependence/cka (cls vs the content mean)
     each mean over texts with `_low` / `_high` (t-interval) where it is a mean over texts."""
     metrics: dict[str, float] = {}
     for _, row in attention[attention["layer"] == layer].iterrows():
@@ -78,6 +82,9 @@ def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, ge
         metrics["geometry/floor"] = float(row["floor"])
     for _, row in cls_mean[cls_mean["layer"] == layer].iterrows():
         metrics |= _with_bounds("geometry/cls_mean_cosine", row, "cosine")
+    for _, row in dependence[dependence["layer"] == layer].iterrows():
+        metrics |= {f"dependence/{row['pooling']}/{name}": float(row[name]) for name in DEPENDENCE_METRICS}
+        metrics["dependence/cka"] = float(row["cka"])
     return metrics
 
 
@@ -90,14 +97,22 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
         raise ValueError(f"task {task.name} is a sentence-pair task: diagnose reads single texts (the readout "
                          "positions of a pair are ambiguous); use a single-text task such as task=mcid")
     features, encode_s = features_for(job.backbone, job.task, job.cache_dir, settings.encode_batch_tokens)
+    backbone = load_backbone(job.backbone, job.cache_dir)
+    if adds_special_tokens(backbone.tokenizer) and "mean_nospecial" not in features.poolings:
+        # An entry cached before the nospecial readouts: the content mean of CKA is added to it once.
+        features, added_s = features_for(job.backbone, job.task, job.cache_dir, settings.encode_batch_tokens,
+                                         pooling="mean_nospecial")
+        encode_s += added_s
     geometry_started = time.perf_counter()
     train_rows = train_indices(features.labels("train").numpy(), job.task.max_train_examples, job.seed)
     geometry = geometry_table(features, layers=job.layers, k=settings.knn_k, n_pairs=settings.anisotropy_pairs,
                               seed=job.seed, train_rows=train_rows)
     cls_mean = mean_over_texts(cls_mean_frame(features, "test", job.layers), ["layer"], ["cosine"])
+    readouts = [*BASE_POOLINGS, *(p for p in NOSPECIAL_POOLINGS if p in features.poolings)]
+    dependence = dependence_table(features, readouts, job.layers, n_pairs=settings.anisotropy_pairs,
+                                  seed=job.seed)
     geometry_s = time.perf_counter() - geometry_started
 
-    backbone = load_backbone(job.backbone, job.cache_dir)
     texts = test_sample(list(task.splits["test"]["text"]), settings.attention_texts, job.seed)
     attention_started = time.perf_counter()
     attention = summarize_attention(attention_frame(backbone, texts, job.backbone.max_length,
@@ -114,6 +129,6 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
              min(len(texts), settings.erasure_texts), geometry_s)
     counts = {"n_attention_texts": len(texts), "n_erasure_texts": min(len(texts), settings.erasure_texts),
               "n_train": len(train_rows), "n_test": features.size("test"), "n_labels": len(features.label_names)}
-    return [RunResult(layer=layer, metrics={**layer_metrics(layer, attention, erasure, geometry, cls_mean), **counts},
+    return [RunResult(layer=layer, metrics={**layer_metrics(layer, attention, erasure, geometry, cls_mean, dependence), **counts},
                       selection={}, timings=timings, predictions=None, features=features.key)
             for layer in job.layers]
