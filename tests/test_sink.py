@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from poolbench.diagnose.dependence import centered_cosine, dependence_table, linear_cka, variance_share
+from poolbench.diagnose.dependence import centered_cosine, linear_cka, variance_share
+from poolbench.diagnose.eager import eager_pass, value_projections
+from poolbench.diagnose.massive import massive_frame, summarize_massive
+from poolbench.diagnose.sink_attention import first_position_shares
 from poolbench.jobs import run_job
+from test_backbones import load  # noqa: F401 (a fixture)
+from test_diagnose import TEXTS, needs_smollm2
 from test_diagnose_mode import SMALL
 
 RNG = np.random.default_rng(0)
@@ -89,3 +95,106 @@ def test_dependence_in_a_diagnose_job_on_real_backbones(make_cfg, tmp_path):
         assert record.metrics["dependence/cls/variance_share"] == 0
         assert record.metrics["dependence/cls/centered_cosine"] == 0
         assert record.metrics["dependence/mean/variance_share"] > 1e-4
+
+
+# --------------------------------------------------------------------------- massive activations
+
+
+def test_massive_activation_ratio_and_criterion_on_hand_made_states():
+    hidden = torch.ones(2, 4, 8)  # two texts, right-padded; position 0 carries a massive dimension in text 0
+    hidden[0, 0, 5] = 5000.0  # the median over the text's 32 activations stays 1
+    hidden[1, 0, 2] = 50.0  # 50x the median, and below 100 in value: not massive
+    hidden[1, 3] = 1e6  # padding: in no median and no readout
+    hidden[0, 2, 7] = -2000.0  # a content token with a massive negative activation
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    special = torch.tensor([[1, 0, 0, 1], [1, 0, 1, 0]]).bool()  # [CLS] x x [SEP] / [CLS] x [SEP] pad
+    frame = massive_frame([hidden], mask, special).set_index(["position", "text"])
+    assert frame.loc[("first", 0), ["ratio", "max_abs", "top_dim", "massive"]].tolist() == [5000, 5000, 5, 1]
+    assert frame.loc[("first", 1), ["ratio", "top_dim", "massive"]].tolist() == [50, 2, 0]
+    assert frame.loc[("content", 0), ["ratio", "top_dim", "massive"]].tolist() == [2000, 7, 1]
+    assert frame.loc[("last", 1), "ratio"] == 1  # [SEP] of text 1 sits at position 2
+    summary = summarize_massive(frame.reset_index()).set_index("position")
+    assert summary.loc["first", "massive"] == 0.5 and summary.loc["first", "top_dim"] in (2, 5)
+    assert summary.loc["content", "n_texts"] == 2
+
+
+@needs_smollm2
+def test_smollm2_first_position_carries_massive_activations_in_middle_layers(load):
+    run = eager_pass(load("smollm2-135m"), TEXTS, values=False)
+    frame = summarize_massive(massive_frame(run.hidden_states, run.attention_mask, run.special))
+    first = frame[frame["position"] == "first"].set_index("layer")
+    assert first.loc[0, "massive"] == 0  # embeddings: no massive activation
+    assert (first.loc[12:28, "massive"] == 1).all() and (first.loc[12:28, "ratio"] > 1000).all()  # every text
+
+
+# --------------------------------------------------------------------------- sink vs value
+
+
+def test_uniform_attention_with_equal_value_norms_gives_equal_raw_and_value_shares():
+    attention = torch.full((2, 3, 5, 5), 1 / 5)
+    raw, value = first_position_shares(attention, torch.full((2, 3, 5), 2.5), torch.tensor([0, 1]))
+    torch.testing.assert_close(raw, value)
+    torch.testing.assert_close(raw, torch.full_like(raw, 0.2, dtype=torch.float64))
+    # a long value vector at position 0 raises its value share above its raw share, and by the formula
+    norms = torch.ones(2, 3, 5)
+    norms[:, :, 0] = 4.0
+    _, value = first_position_shares(attention, norms, torch.tensor([0, 0]))
+    torch.testing.assert_close(value, torch.full_like(value, 4 / 8, dtype=torch.float64))
+
+
+def hand_attention_output(backbone, texts) -> tuple[list, list, list]:
+    """Per block: the value projection's output, the output projection's output, and the attentions."""
+    projections = value_projections(backbone.model)
+    values, outputs = [], []
+    hooks = [p.value.register_forward_hook(lambda m, i, o: values.append(o.detach())) for p in projections]
+    hooks += [p.output.register_forward_hook(lambda m, i, o: outputs.append(o.detach())) for p in projections]
+    try:
+        run = eager_pass(backbone, texts, values=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return run, values, outputs
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", pytest.param("smollm2-135m", marks=needs_smollm2)])
+def test_value_norms_are_the_heads_contributions_that_rebuild_the_attention_output(load, name):
+    """By hand: per head h and key j, v_j^(kv head of h) @ W_O[:, h]^T; summed with the attention weights
+    over keys and heads, plus the output bias, it is the output projection's output (SmolLM2: 9 heads
+    on 3 key-value heads, so the grouped-query mapping is checked too)."""
+    backbone = load(name)
+    run, values, outputs = hand_attention_output(backbone, TEXTS[:3])
+    projections = value_projections(backbone.model)
+    real = run.attention_mask.bool()
+    for block, (p, v, out, attention) in enumerate(zip(projections, values, outputs, run.attentions)):
+        heads, kv_heads = p.heads, p.kv_heads
+        head_dim = v.shape[-1] // kv_heads
+        rebuilt = torch.zeros_like(out, dtype=torch.float64) + p.output.bias.double() if p.output.bias is not None \
+            else torch.zeros_like(out, dtype=torch.float64)
+        norms = torch.empty(run.value_norms[block].shape, dtype=torch.float64)
+        for h in range(heads):
+            kv = h // (heads // kv_heads)
+            contribution = (v[..., kv * head_dim:(kv + 1) * head_dim].double()
+                            @ p.output.weight[:, h * head_dim:(h + 1) * head_dim].double().T)  # [batch, seq, hidden]
+            norms[:, h] = contribution.norm(dim=-1)
+            rebuilt += attention[:, h].double() @ contribution
+        torch.testing.assert_close(run.value_norms[block].double(), norms, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rebuilt[real], out[real].double(), rtol=1e-3, atol=1e-4)
+
+
+def test_gpt2s_fused_projection_is_not_guessed(load):
+    assert value_projections(load("tiny-gpt2").model) is None
+    assert eager_pass(load("tiny-gpt2"), TEXTS[:2]).value_norms is None
+
+
+def test_massive_and_sink_measures_in_a_diagnose_job(make_cfg, tmp_path):
+    records = run_job(make_cfg(*SMALL, "backbone=tiny-bert", "task.max_train_examples=64"), tmp_path / "bert")
+    for record in records:
+        m = record.metrics
+        assert {"massive/first/ratio", "massive/last/massive", "massive/content/top_dim"} <= set(m)
+        assert m["massive/first/ratio"] >= 1
+        if record.factors.layer > 0:
+            assert 0 <= m["sink/value"] <= 1 and 0 <= m["sink/raw_low"] <= m["sink/raw"] <= m["sink/raw_high"] <= 1
+        else:
+            assert not any(key.startswith("sink/") for key in m)
+    gpt2 = run_job(make_cfg(*SMALL, "backbone=tiny-gpt2"), tmp_path / "gpt2")
+    assert not any(key.startswith("sink/") for key in gpt2[-1].metrics) and "massive/first/ratio" in gpt2[-1].metrics

@@ -3,7 +3,10 @@
 For one (backbone, task, seed) it draws a seeded sample of the task's TEST texts (the seed is the
 sample's) and computes, per layer:
   attention  from h_0 and the last real token (attention.py): one eager forward pass per batch of
-             `attention_texts` texts; layer 0 (embeddings) has none
+             `attention_texts` texts (eager.py); layer 0 (embeddings) has none
+  massive    activations per position class, from the same pass's hidden states (massive.py)
+  sink       raw vs value-weighted attention of content queries to position 0, from the same pass's
+             attention weights and value norms (sink_attention.py)
   erasure    of every readout, by relative position (erasure.py), on the first `erasure_texts`
              texts of the same sample
   geometry   from the probe's feature cache (geometry.py, no new forward pass): nearest-centroid
@@ -25,10 +28,15 @@ import pandas as pd
 
 from poolbench.backbones import load_backbone
 from poolbench.config import DiagnoseConfig, Job
-from poolbench.diagnose.attention import readout_attention, summarize_attention
+from poolbench.diagnose.attention import attention_metrics, summarize_attention
 from poolbench.diagnose.dependence import DEPENDENCE_METRICS, dependence_table
+from poolbench.diagnose.eager import eager_pass
 from poolbench.diagnose.erasure import erasure_sensitivity, summarize_erasure
 from poolbench.diagnose.geometry import cls_mean_frame, geometry_table
+from poolbench.diagnose.massive import METRICS as MASSIVE_METRICS
+from poolbench.diagnose.massive import massive_frame, summarize_massive
+from poolbench.diagnose.sink_attention import METRICS as SINK_METRICS
+from poolbench.diagnose.sink_attention import sink_frame
 from poolbench.diagnose.stats import mean_over_texts
 from poolbench.features import features_for
 from poolbench.pooling import BASE_POOLINGS, NOSPECIAL_POOLINGS, adds_special_tokens
@@ -50,13 +58,21 @@ def test_sample(task_texts: list[str], size: int, seed: int) -> list[str]:
     return [task_texts[i] for i in order]
 
 
-def attention_frame(backbone, texts: list[str], max_length: int, batch_size: int) -> pd.DataFrame:
-    """attention.readout_attention in batches of `batch_size` texts, texts numbered across batches."""
-    frames = []
+def eager_frames(backbone, texts: list[str], max_length: int, batch_size: int) -> dict[str, pd.DataFrame]:
+    """One eager pass per batch of `batch_size` texts (eager.eager_pass), texts numbered across batches:
+    {"attention": attention.attention_metrics, "massive": massive.massive_frame, "sink":
+    sink_attention.sink_frame (empty where the architecture's value projections are unknown)}."""
+    frames: dict[str, list[pd.DataFrame]] = {"attention": [], "massive": [], "sink": []}
     for start in range(0, len(texts), batch_size):
-        frame = readout_attention(backbone, texts[start:start + batch_size], max_length)
-        frames.append(frame.assign(text=frame["text"] + start))
-    return pd.concat(frames, ignore_index=True)
+        run = eager_pass(backbone, texts[start:start + batch_size], max_length)
+        batch = {"attention": attention_metrics(run.attentions, run.attention_mask, run.special),
+                 "massive": massive_frame(run.hidden_states, run.attention_mask, run.special)}
+        if run.value_norms is not None:
+            batch["sink"] = sink_frame(run.attentions, run.value_norms, run.attention_mask, run.special)
+        for name, frame in batch.items():
+            frames[name].append(frame.assign(text=frame["text"] + start))
+    return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["layer"])
+            for name, parts in frames.items()}
 
 
 def _with_bounds(prefix: str, row: pd.Series, metric: str) -> dict[str, float]:
@@ -64,12 +80,17 @@ def _with_bounds(prefix: str, row: pd.Series, metric: str) -> dict[str, float]:
 
 
 def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, geometry: pd.DataFrame,
-                  cls_mean: pd.DataFrame, dependence: pd.DataFrame) -> dict[str, float]:
+                  cls_mean: pd.DataFrame, dependence: pd.DataFrame, massive: pd.DataFrame,
+                  sink: pd.DataFrame) -> dict[str, float]:
     """The flat metrics of one layer from the summaries:
     attention/<first|last>/<entropy|breadth|self|special|content>   (layers >= 1)
     erasure/<pooling>/<0..9|all>        mean 1 - cos(r(x), r(x')) in that tenth of the content positions
     geometry/<pooling>/<centroid|knn|anisotropy>, geometry/floor (majority class), geometry/cls_mean_cosine
     dependence/<pooling>/<variance_share|centered_cosine>, dependence/cka (cls vs the content mean)
+    massive/<first|last|content>/<ratio|max_abs|massive|top_dim|top_dim_share>   (massive: share of texts
+                                        meeting Sun et al.'s criterion; top_dim(_share): not means over texts)
+    sink/<raw|value>                    content queries' raw and value-weighted attention to position 0
+                                        (layers >= 1; architectures with known value projections)
     each mean over texts with `_low` / `_high` (t-interval) where it is a mean over texts."""
     metrics: dict[str, float] = {}
     for _, row in attention[attention["layer"] == layer].iterrows():
@@ -85,6 +106,13 @@ def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, ge
     for _, row in dependence[dependence["layer"] == layer].iterrows():
         metrics |= {f"dependence/{row['pooling']}/{name}": float(row[name]) for name in DEPENDENCE_METRICS}
         metrics["dependence/cka"] = float(row["cka"])
+    for _, row in massive[massive["layer"] == layer].iterrows():
+        for metric in MASSIVE_METRICS:
+            metrics |= _with_bounds(f"massive/{row['position']}/{metric}", row, metric)
+        metrics |= {f"massive/{row['position']}/{name}": float(row[name]) for name in ("top_dim", "top_dim_share")}
+    for _, row in sink[sink["layer"] == layer].iterrows():
+        for metric in SINK_METRICS:
+            metrics |= _with_bounds(f"sink/{metric}", row, metric)
     return metrics
 
 
@@ -115,8 +143,11 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
 
     texts = test_sample(list(task.splits["test"]["text"]), settings.attention_texts, job.seed)
     attention_started = time.perf_counter()
-    attention = summarize_attention(attention_frame(backbone, texts, job.backbone.max_length,
-                                                    settings.attention_batch_size))
+    eager = eager_frames(backbone, texts, job.backbone.max_length, settings.attention_batch_size)
+    attention = summarize_attention(eager["attention"])
+    massive = summarize_massive(eager["massive"])
+    sink = (mean_over_texts(eager["sink"], ["layer"], SINK_METRICS) if len(eager["sink"])
+            else pd.DataFrame(columns=["layer"]))
     erasure_started = time.perf_counter()
     erasure = summarize_erasure(erasure_sensitivity(
         backbone, texts[:settings.erasure_texts], max_positions=settings.erasure_positions, seed=job.seed,
@@ -129,6 +160,6 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
              min(len(texts), settings.erasure_texts), geometry_s)
     counts = {"n_attention_texts": len(texts), "n_erasure_texts": min(len(texts), settings.erasure_texts),
               "n_train": len(train_rows), "n_test": features.size("test"), "n_labels": len(features.label_names)}
-    return [RunResult(layer=layer, metrics={**layer_metrics(layer, attention, erasure, geometry, cls_mean, dependence), **counts},
+    return [RunResult(layer=layer, metrics={**layer_metrics(layer, attention, erasure, geometry, cls_mean, dependence, massive, sink), **counts},
                       selection={}, timings=timings, predictions=None, features=features.key)
             for layer in job.layers]
