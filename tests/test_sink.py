@@ -10,6 +10,7 @@ Unit of replication: the text (rows of a split); each test is one draw of texts.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,8 @@ from poolbench.diagnose.eager import eager_pass, value_projections
 from poolbench.diagnose.massive import massive_frame, summarize_massive
 from poolbench.diagnose.sink_attention import first_position_shares
 from poolbench.jobs import run_job
+from poolbench.report.sink import SinkThresholds, verdict
+from poolbench.report.write import build_report
 from test_backbones import load  # noqa: F401 (a fixture)
 from test_diagnose import TEXTS, needs_smollm2
 from test_diagnose_mode import SMALL
@@ -198,3 +201,40 @@ def test_massive_and_sink_measures_in_a_diagnose_job(make_cfg, tmp_path):
             assert not any(key.startswith("sink/") for key in m)
     gpt2 = run_job(make_cfg(*SMALL, "backbone=tiny-gpt2"), tmp_path / "gpt2")
     assert not any(key.startswith("sink/") for key in gpt2[-1].metrics) and "massive/first/ratio" in gpt2[-1].metrics
+
+
+# --------------------------------------------------------------------------- verdict and report
+
+
+def evidence(**values) -> dict:
+    row = {"variance_share_cls": 0.3, "massive_first": 0.0, "raw": 0.2, "value": 0.2, "decodable": 0.2}
+    return row | values
+
+
+def test_the_verdict_follows_its_thresholds():
+    assert verdict(evidence()) == "summary"
+    assert verdict(evidence(variance_share_cls=0.0, massive_first=1.0)) == "sink"  # SmolLM2's middle layers
+    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1)) == "sink"  # parked, moves little
+    # a constant embedding-layer [CLS]: nothing attends yet (no attention measured), not massive
+    assert verdict(evidence(variance_share_cls=0.0, raw=np.nan, value=np.nan)) == "mixed"
+    assert verdict(evidence(decodable=0.0)) == "mixed"  # varies, but nothing a k-NN can use
+    assert verdict(evidence(massive_first=0.9)) == "mixed"  # varies, yet massive
+    strict = SinkThresholds(min_variance_share=0.5)
+    assert verdict(evidence(massive_first=1.0), strict) == "sink" and verdict(evidence(), strict) == "mixed"
+
+
+def test_the_sink_section_from_real_diagnose_jobs(make_cfg, tmp_path):
+    dirs = []
+    for name in ("tiny-bert", "tiny-gpt2"):
+        records = run_job(make_cfg(*SMALL, f"backbone={name}", "task.max_train_examples=64"), tmp_path / name)
+        dirs.append(tmp_path / name)
+        assert records
+    report = build_report(dirs, tmp_path / "report")
+    text = report.read_text()
+    assert "## Sink or summary" in text and "![sink.png](sink.png)" in text and (tmp_path / "report" / "sink.png").exists()
+    table = pd.read_csv(tmp_path / "report" / "sink.csv")
+    assert len(table) == 2 * 3 and set(table["verdict"]) <= {"summary", "sink", "mixed"}
+    bert0 = table[(table["backbone"] == "tiny-bert") & (table["layer"] == 0)].iloc[0]
+    assert bert0["variance_share_cls"] == 0 and bert0["verdict"] == "mixed"  # constant, but no sink
+    gpt2 = table[table["backbone"] == "tiny-gpt2"]
+    assert (gpt2["variance_share_cls"] == 0).all() and gpt2["raw"].isna().all()  # GPT-2: values not measured

@@ -99,8 +99,10 @@ def training_free_table(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
                     "cls_mean_cosine": group["geometry/cls_mean_cosine"].mean(), "num_layers": group["num_layers"].max()}
             rows.append(row)
     table = pd.DataFrame(rows)
-    if table.empty or summary.empty:
+    if table.empty:
         return table
+    if summary.empty:  # diagnose records without probe records: no linear probe to set beside them
+        return table.assign(linear=np.nan, linear_low=np.nan, linear_high=np.nan)
     probe = summary[summary["mode"] == "probe"][[*BACKBONE, "task", "layer", "pooling", "acc_mean", "acc_ci_low",
                                                  "acc_ci_high"]]
     probe = probe.rename(columns={"acc_mean": "linear", "acc_ci_low": "linear_low", "acc_ci_high": "linear_high"})
@@ -139,6 +141,8 @@ def _name(backbone: pd.Series | dict) -> str:
 
 
 def _content_sentence(name: str, content: pd.DataFrame) -> str | None:
+    if content.empty:  # a study of diagnose records without content probes
+        return None
     parts = []
     for task, what in CONTENT_TASKS.items():
         rows = content[content["task"] == task].set_index("pooling")

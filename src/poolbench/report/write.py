@@ -20,6 +20,7 @@ into one output directory:
                     under the other, counts and up to ten ids each way
   table.tex         booktabs table of test accuracy, mean ± sd, final layer, best per row in bold
   *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
+  sink.csv, sink.png with diagnose records: the "Sink or summary" section (report/sink.py)
   arm_*.csv, intrinsic.csv, arms.png
                     with backbones pretrained here in arms: the arms compared (report/arms.py)
   REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
@@ -54,6 +55,7 @@ from poolbench.report.mechanism import mechanism_section
 from poolbench.report.equivalence import MARGIN, PERMUTATIONS
 from poolbench.report.naming import at_final_layer, values_of
 from poolbench.report.protocols import PROTOCOL_OUTPUTS, protocols_section
+from poolbench.report.sink import sink_section
 from poolbench.report.statistics import (BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
                                          example_differences, flip_table, summarize)
 from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_markdown, comparisons_for_markdown,
@@ -141,7 +143,7 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
     """Analyse the collected runs and write every output into `out`; returns REPORT.md's path.
     `commands`: how the runs and the report were produced, for the provenance section; `margin`:
     the equivalence margin, as a fraction (0.01 = one accuracy point). Diagnose runs predict nothing:
-    they enter the Mechanism section only."""
+    they enter the Mechanism and the Sink-or-summary sections only."""
     if not collection.finished and not collection.protocols:
         raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
@@ -180,6 +182,7 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
                                                           unavailable_predictions, out, margin)
         lines += accuracy_part
     lines += mechanism_section(every_run, summary, out)
+    lines += sink_section(every_run, out)
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     print_to_console(collection, unavailable_predictions, accuracy, verdict, report)
