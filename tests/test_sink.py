@@ -14,11 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
+from poolbench.backbones import forward_hidden_states
+from poolbench.diagnose.ablation import ablation_layers, blocks, replaced_state
 from poolbench.diagnose.dependence import centered_cosine, linear_cka, variance_share
 from poolbench.diagnose.eager import eager_pass, value_projections
 from poolbench.diagnose.massive import massive_frame, summarize_massive
 from poolbench.diagnose.sink_attention import first_position_shares
+from poolbench.diagnose.tokens import tokenize_texts
 from poolbench.jobs import run_job
+from poolbench.pooling import first_token_index, pool
 from poolbench.report.sink import SinkThresholds, verdict
 from poolbench.report.write import build_report
 from test_backbones import load  # noqa: F401 (a fixture)
@@ -238,3 +242,52 @@ def test_the_sink_section_from_real_diagnose_jobs(make_cfg, tmp_path):
     assert bert0["variance_share_cls"] == 0 and bert0["verdict"] == "mixed"  # constant, but no sink
     gpt2 = table[table["backbone"] == "tiny-gpt2"]
     assert (gpt2["variance_share_cls"] == 0).all() and gpt2["raw"].isna().all()  # GPT-2: values not measured
+
+
+# --------------------------------------------------------------------------- ablation of position 0
+
+
+def test_replaced_state_replaces_exactly_there_and_moves_what_reads_it(load):
+    """Mean-ablating a position whose vector varies (the first content token) changes the outputs; the
+    replaced state is the replacement, every other position of that layer is untouched."""
+    backbone = load("tiny-bert")
+    batch = tokenize_texts(backbone, TEXTS)
+    first = first_token_index(batch["attention_mask"].bool())
+    rows = torch.arange(len(TEXTS))
+    with torch.inference_mode():
+        clean = forward_hidden_states(backbone.model, batch)
+    replacement = clean[1][rows, first + 1].mean(0)  # the content token's mean over these texts
+    seen = []  # what block 2 reads: block 1's output after the replacement
+    reader = blocks(backbone.model)[1].register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"]).clone()), with_kwargs=True)
+    try:
+        with replaced_state(backbone.model, 1, first + 1, replacement), torch.inference_mode():
+            ablated = forward_hidden_states(backbone.model, batch)
+    finally:
+        reader.remove()
+    torch.testing.assert_close(seen[0][rows, first + 1], replacement.expand(len(TEXTS), -1))
+    keep = torch.ones_like(batch["attention_mask"], dtype=torch.bool)
+    keep[rows, first + 1] = False
+    torch.testing.assert_close(seen[0][keep], clean[1][keep])
+    mask = batch["attention_mask"]
+    moved = 1 - torch.cosine_similarity(pool(ablated[-1], mask, "mean"), pool(clean[-1], mask, "mean"))
+    assert (moved > 1e-5).all()
+
+
+def test_ablation_layers_are_evenly_spaced_below_the_last():
+    assert ablation_layers(2, 4) == [1] and ablation_layers(6, 10) == [1, 2, 3, 4, 5]
+    assert ablation_layers(30, 4) == [1, 10, 20, 29] and ablation_layers(12, 0) == []
+
+
+def test_mean_ablating_a_constant_h0_changes_nothing_and_zero_ablating_it_does(make_cfg, tmp_path):
+    """tiny-gpt2 reads MiniLM's tokenizer: every text starts with [CLS], so its causal h_0 is one vector for
+    every input at every layer; replacing it by its training mean is replacing it by itself."""
+    records = run_job(make_cfg(*SMALL, "backbone=tiny-gpt2", "mode.ablation_texts=16"), tmp_path / "gpt2")
+    ablated = records[1].metrics  # layer 1: the only one below the last of 2
+    assert records[1].metrics["n_ablation_texts"] == 16 and not any("ablation/" in k for k in records[0].metrics)
+    for pooling in ("cls", "mean", "max", "last"):
+        assert ablated[f"ablation/mean/{pooling}/distance"] < 1e-6
+        assert ablated[f"ablation/mean/{pooling}/accuracy_change"] == 0
+        assert 0 <= ablated[f"ablation/{pooling}/clean_accuracy"] <= 1
+    for pooling in ("cls", "mean", "last"):
+        assert ablated[f"ablation/zero/{pooling}/distance"] > 1e-4  # the constant is read downstream

@@ -228,6 +228,10 @@ class DiagnoseConfig:
     erasure_positions: Optional[int] = 16  # erased content positions per text (a seeded subset); null = all
     knn_k: int = 10  # neighbours of the training-free k-NN classifier
     anisotropy_pairs: int = 1000  # random pairs of test texts per anisotropy estimate
+    # Mean- and zero-ablation of position 0 (diagnose/ablation.py): test texts of the sample, and how many
+    # evenly spaced layers of 1..L-1 are ablated (each costs two forward passes of those texts); 0 = none.
+    ablation_texts: int = 64
+    ablation_layers: int = 4
     # Speed knobs, not identity: texts per eager-attention batch, rows per erasure batch, and the
     # feature cache's encoding batch (the training-free classifiers read the probe's cached vectors).
     attention_batch_size: int = 32
@@ -351,7 +355,7 @@ def validate(config: Config) -> None:
                 "mode.erasure_batch_size"):
         _positive(config, key)
     for key in ("mode.weight_decay", "mode.warmup_ratio", "mode.dropout", "mode.patience", "seed",
-                "backbone.init_seed"):
+                "backbone.init_seed", "mode.ablation_texts", "mode.ablation_layers"):
         _positive(config, key, allow_zero=True)
     for key in ("mode.warmup_ratio", "mode.dropout"):
         value = _value(config, key)

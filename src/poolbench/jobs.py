@@ -63,7 +63,8 @@ TASK_IDENTITY = ("name", "source", "location", "max_train_examples", "split_seed
 # Not encode_batch_tokens: batch composition moves cached vectors by float rounding only.
 PROBE_IDENTITY = ("lr", "weight_decays", "max_epochs", "patience", "batch_size")
 # Not the batch sizes: speed knobs (batch composition moves the numbers by float rounding only).
-DIAGNOSE_IDENTITY = ("attention_texts", "erasure_texts", "erasure_positions", "knn_k", "anisotropy_pairs")
+DIAGNOSE_IDENTITY = ("attention_texts", "erasure_texts", "erasure_positions", "knn_k", "anisotropy_pairs",
+                     "ablation_texts", "ablation_layers")
 # A protocol other than full adds itself and its own settings (mode.<protocol>), so the ids of
 # full-protocol runs are those they had before protocols existed. few_shot trains no AdamW head:
 # only its own settings are its identity.

@@ -72,15 +72,22 @@ def value_projections(model: PreTrainedModel) -> list[ValueProjection] | None:
     return None
 
 
-def head_value_norms(values: Tensor, output_weight: Tensor, heads: int, kv_heads: int) -> Tensor:
+def output_grams(output_weight: Tensor, heads: int) -> Tensor:
+    """W_O^h^T W_O^h per head, [heads, head_dim, head_dim] (float64), from the output projection's weight
+    [hidden, heads * head_dim]: ||v W_O^h^T||^2 = v^T G_h v, so a norm costs head_dim^2, not head_dim x hidden."""
+    w = output_weight.double().view(output_weight.shape[0], heads, -1)  # [hidden, heads, head_dim]
+    return torch.einsum("ohd,ohe->hde", w, w)
+
+
+def head_value_norms(values: Tensor, grams: Tensor, kv_heads: int) -> Tensor:
     """||v_j^h W_O^h|| for value-projection outputs `values` [batch, seq, kv_heads * head_dim] and the
-    output projection's weight [hidden, heads * head_dim]: [batch, heads, seq], float32."""
+    heads' `output_grams`: [batch, heads, seq], float32."""
     batch, seq, width = values.shape
-    head_dim = width // kv_heads
-    per_kv = values.float().view(batch, seq, kv_heads, head_dim)
+    heads, head_dim = grams.shape[0], width // kv_heads
+    per_kv = values.double().view(batch, seq, kv_heads, head_dim)
     per_head = per_kv.repeat_interleave(heads // kv_heads, dim=2)  # head h reads kv head h // (heads / kv_heads)
-    w = output_weight.float().view(output_weight.shape[0], heads, head_dim)  # [hidden, heads, head_dim]
-    return torch.einsum("bshd,ohd->bsho", per_head, w).norm(dim=-1).transpose(1, 2)
+    squared = torch.einsum("bshd,hde,bshe->bhs", per_head, grams, per_head)
+    return squared.clamp_min(0).sqrt().float()
 
 
 @contextmanager
@@ -89,9 +96,10 @@ def capturing_value_norms(projections: Sequence[ValueProjection]) -> Iterator[li
     captured: list[Tensor] = []
 
     def hook_for(projection: ValueProjection):
+        grams = output_grams(projection.output.weight.detach(), projection.heads)
+
         def hook(_module, _inputs, output):
-            captured.append(head_value_norms(output.detach(), projection.output.weight.detach(), projection.heads,
-                                             projection.kv_heads))
+            captured.append(head_value_norms(output.detach(), grams, projection.kv_heads))
         return hook
 
     handles = [p.value.register_forward_hook(hook_for(p)) for p in projections]

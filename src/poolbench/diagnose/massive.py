@@ -36,7 +36,7 @@ def token_extremes(hidden: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor
     the text's real tokens (`real` [batch, seq]); a text whose activations are all 0 has ratio 0."""
     magnitude = hidden.detach().float().abs()
     max_abs, top_dim = magnitude.max(-1)
-    median = torch.where(real[..., None], magnitude, torch.nan).flatten(1).nanmedian(1).values[:, None]
+    median = torch.stack([m[r].median() for m, r in zip(magnitude, real)])[:, None]  # per text, real tokens only
     ratio = torch.where(median > 0, max_abs / median.clamp_min(torch.finfo(torch.float32).tiny),
                         torch.where(max_abs > 0, torch.inf, 0.0))
     return ratio, max_abs, top_dim

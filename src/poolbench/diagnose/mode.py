@@ -13,6 +13,9 @@ sample's) and computes, per layer:
              and k-NN accuracy fitted on the SAME training rows a probe job of this seed trains on
              (task.max_train_examples, seeded), anisotropy, and cos(cls, mean)
   dependence from the same cache (dependence.py): variance share, centered cosine, CKA(cls, content mean)
+  ablation   mean- and zero-ablation of position 0 after `ablation_layers` layers, on the first
+             `ablation_texts` texts of the sample, read by fixed probes fitted on the cached last-layer
+             training vectors (ablation.py)
 and returns one `RunResult` per layer whose metrics are flat keys (see `layer_metrics`), each mean
 over texts with its 95% t-interval as `<key>_low` / `<key>_high`. The text is the unit.
 """
@@ -28,6 +31,7 @@ import pandas as pd
 
 from poolbench.backbones import load_backbone
 from poolbench.config import DiagnoseConfig, Job
+from poolbench.diagnose.ablation import ablation_frame, ablation_layers, fit_probe
 from poolbench.diagnose.attention import attention_metrics, summarize_attention
 from poolbench.diagnose.dependence import DEPENDENCE_METRICS, dependence_table
 from poolbench.diagnose.eager import eager_pass
@@ -52,10 +56,14 @@ ATTENTION_METRICS = ("entropy", "breadth", "self", "special", "content")
 BOUNDS = ("", "_low", "_high")
 
 
+def sample_order(n_texts: int, size: int, seed: int) -> np.ndarray:
+    """The rows of a `size` sample of `n_texts` in a seeded random order (all of them when fewer)."""
+    return np.random.default_rng(seed).permutation(n_texts)[:size]
+
+
 def test_sample(task_texts: list[str], size: int, seed: int) -> list[str]:
     """`size` test texts in a seeded random order (all of them when the split is smaller)."""
-    order = np.random.default_rng(seed).permutation(len(task_texts))[:size]
-    return [task_texts[i] for i in order]
+    return [task_texts[i] for i in sample_order(len(task_texts), size, seed)]
 
 
 def eager_frames(backbone, texts: list[str], max_length: int, batch_size: int) -> dict[str, pd.DataFrame]:
@@ -75,13 +83,31 @@ def eager_frames(backbone, texts: list[str], max_length: int, batch_size: int) -
             for name, parts in frames.items()}
 
 
+def ablation_summary(backbone, features, texts: list[str], labels: np.ndarray, readouts: list[str],
+                     train_rows: np.ndarray, layers: list[int], job: Job) -> pd.DataFrame:
+    """ablation.ablation_frame summarised per (layer, kind, pooling): distance and `change` (ablated minus
+    clean correctness, per text) with t-intervals over texts, clean_correct (the clean accuracy)."""
+    if not texts or not layers:
+        return pd.DataFrame(columns=["layer"])
+    train_y = features.labels("train").numpy()[train_rows]
+    last = features.num_layers
+    probes = {p: fit_probe(features.vectors("train", p, [last], rows=train_rows)[0].double().numpy(), train_y)
+              for p in readouts}
+    means = {layer: features.vectors("train", "cls", [layer], rows=train_rows)[0].double().mean(0).float()
+             for layer in layers}
+    frame = ablation_frame(backbone, texts, labels, layers, means, probes,
+                           job.backbone.max_length, job.mode.attention_batch_size)
+    frame["change"] = frame["ablated_correct"] - frame["clean_correct"]
+    return mean_over_texts(frame, ["layer", "kind", "pooling"], ["distance", "change", "clean_correct"])
+
+
 def _with_bounds(prefix: str, row: pd.Series, metric: str) -> dict[str, float]:
     return {f"{prefix}{bound}": float(row[f"{metric}{bound}"]) for bound in BOUNDS}
 
 
 def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, geometry: pd.DataFrame,
                   cls_mean: pd.DataFrame, dependence: pd.DataFrame, massive: pd.DataFrame,
-                  sink: pd.DataFrame) -> dict[str, float]:
+                  sink: pd.DataFrame, ablation: pd.DataFrame) -> dict[str, float]:
     """The flat metrics of one layer from the summaries:
     attention/<first|last>/<entropy|breadth|self|special|content>   (layers >= 1)
     erasure/<pooling>/<0..9|all>        mean 1 - cos(r(x), r(x')) in that tenth of the content positions
@@ -91,6 +117,9 @@ def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, ge
                                         meeting Sun et al.'s criterion; top_dim(_share): not means over texts)
     sink/<raw|value>                    content queries' raw and value-weighted attention to position 0
                                         (layers >= 1; architectures with known value projections)
+    ablation/<mean|zero>/<pooling>/<accuracy_change|distance>, ablation/<pooling>/clean_accuracy
+                                        (the ablated layers only): the last layer's readouts after
+                                        replacing position 0 at this layer
     each mean over texts with `_low` / `_high` (t-interval) where it is a mean over texts."""
     metrics: dict[str, float] = {}
     for _, row in attention[attention["layer"] == layer].iterrows():
@@ -113,6 +142,11 @@ def layer_metrics(layer: int, attention: pd.DataFrame, erasure: pd.DataFrame, ge
     for _, row in sink[sink["layer"] == layer].iterrows():
         for metric in SINK_METRICS:
             metrics |= _with_bounds(f"sink/{metric}", row, metric)
+    for _, row in ablation[ablation["layer"] == layer].iterrows():
+        prefix = f"ablation/{row['kind']}/{row['pooling']}"
+        metrics |= _with_bounds(f"{prefix}/distance", row, "distance")
+        metrics |= _with_bounds(f"{prefix}/accuracy_change", row, "change")
+        metrics[f"ablation/{row['pooling']}/clean_accuracy"] = float(row["clean_correct"])
     return metrics
 
 
@@ -153,13 +187,21 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
         backbone, texts[:settings.erasure_texts], max_positions=settings.erasure_positions, seed=job.seed,
         max_length=job.backbone.max_length, batch_size=settings.erasure_batch_size))
     erasure_s = time.perf_counter() - erasure_started
+    ablation_started = time.perf_counter()
+    sample = sample_order(len(task.splits["test"]), settings.attention_texts, job.seed)[:settings.ablation_texts]
+    ablation = ablation_summary(backbone, features, texts[:settings.ablation_texts],
+                                np.asarray(task.splits["test"]["label"])[sample], readouts, train_rows,
+                                ablation_layers(features.num_layers, settings.ablation_layers), job)
     timings = {"encode_s": encode_s, "geometry_s": geometry_s, "attention_s": erasure_started - attention_started,
-               "erasure_s": erasure_s, "total_s": time.perf_counter() - started}
-    log.info("diagnose %s on %s: attention %.1f s (%d texts), erasure %.1f s (%d texts), geometry %.1f s",
-             job.backbone.name, job.task.name, timings["attention_s"], len(texts), erasure_s,
-             min(len(texts), settings.erasure_texts), geometry_s)
+               "erasure_s": erasure_s, "ablation_s": time.perf_counter() - ablation_started,
+               "total_s": time.perf_counter() - started}
+    log.info("diagnose %s on %s: attention %.1f s (%d texts), erasure %.1f s (%d texts), ablation %.1f s (%d texts), "
+             "geometry %.1f s", job.backbone.name, job.task.name, timings["attention_s"], len(texts), erasure_s,
+             min(len(texts), settings.erasure_texts), timings["ablation_s"], len(sample), geometry_s)
     counts = {"n_attention_texts": len(texts), "n_erasure_texts": min(len(texts), settings.erasure_texts),
-              "n_train": len(train_rows), "n_test": features.size("test"), "n_labels": len(features.label_names)}
-    return [RunResult(layer=layer, metrics={**layer_metrics(layer, attention, erasure, geometry, cls_mean, dependence, massive, sink), **counts},
+              "n_ablation_texts": len(sample), "n_train": len(train_rows), "n_test": features.size("test"),
+              "n_labels": len(features.label_names)}
+    summaries = (attention, erasure, geometry, cls_mean, dependence, massive, sink, ablation)
+    return [RunResult(layer=layer, metrics={**layer_metrics(layer, *summaries), **counts},
                       selection={}, timings=timings, predictions=None, features=features.key)
             for layer in job.layers]
