@@ -11,9 +11,10 @@ does; `sink.csv` holds every seed):
   raw, value       content queries' raw and value-weighted attention to position 0
                    (diagnose/sink_attention.py; layers >= 1, BERT- and Llama-type backbones)
   decodable        h_0's k-NN accuracy above the majority floor (training-free, same records)
+  ablation         last-layer probe accuracy change when position 0 is mean- or zero-ablated after
+                   this layer (diagnose/ablation.py; a few layers only)
 and gives each backbone x layer a verdict (`verdict`), a figure per backbone over layers and the
-verdict table. Mean-ablation of position 0 is not measured yet (see docs), so the verdict uses the
-three kinds of evidence above and says so.
+verdict table.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from poolbench.report.mechanism import BACKBONE, _smallest_seed, diagnose_runs
 from poolbench.report.tables import markdown_table
 
 READOUTS = ("cls", "mean", "mean_nospecial")
+ABLATIONS = ("mean", "zero")
 POSITIONS = {"first": "h_0", "last": "last token", "content": "content (max)"}
 
 
@@ -47,6 +49,9 @@ class SinkThresholds:
     value_discount: float = 0.5
     # k-NN on h_0 at least 5 accuracy points above always predicting the majority class.
     min_decodable: float = 0.05
+    # Mean-ablating position 0 costs the final cls probe >= 2 accuracy points: something downstream reads
+    # h_0's input-specific part (with 64 ablated texts one text is 1.6 points, so a smaller drop is noise).
+    harmful_ablation: float = 0.02
 
 
 def _column(frame: pd.DataFrame, key: str) -> pd.Series:
@@ -71,18 +76,25 @@ def sink_table(runs: pd.DataFrame) -> pd.DataFrame:
         for bound in ("", "_low", "_high"):
             table[f"{share}{bound}"] = _column(diagnose, f"sink/{share}{bound}")
     table["decodable"] = _column(diagnose, "geometry/cls/knn") - _column(diagnose, "geometry/floor")
+    for kind in ABLATIONS:
+        for readout in ("cls", "mean"):
+            table[f"ablation_{kind}_{readout}"] = _column(diagnose, f"ablation/{kind}/{readout}/accuracy_change")
     return table.sort_values([*BACKBONE, "task", "seed", "layer"]).reset_index(drop=True)
 
 
 def verdict(row: pd.Series | dict, thresholds: SinkThresholds = SinkThresholds()) -> str:
-    """"sink": h_0 near-constant AND (massive OR its value share discounted); "summary": h_0 input-dependent,
-    not massive, not discounted, and decodable without training; "mixed" otherwise (e.g. a constant
-    embedding-layer [CLS], which is no sink: nothing attends to it yet). Unmeasured evidence counts as absent."""
+    """"sink": h_0 near-constant AND (massive OR its value share discounted) AND mean-ablating it does not
+    cost the final cls probe `harmful_ablation` (where measured); "summary": h_0 input-dependent, not
+    massive, not discounted, and decodable without training; "mixed" otherwise (e.g. a constant
+    embedding-layer [CLS], which is no sink: nothing attends to it yet). Unmeasured evidence counts as
+    absent. A harmless mean-ablation does not veto "summary": in an encoder the later layers can
+    rebuild h_0's specific part from the other positions."""
     varying = row["variance_share_cls"] >= thresholds.min_variance_share
     massive = row["massive_first"] >= thresholds.massive_share
     discounted = bool(row["value"] < thresholds.value_discount * row["raw"])  # False where not measured (NaN)
     decodable = row["decodable"] >= thresholds.min_decodable
-    if not varying and (massive or discounted):
+    hurts = bool(row.get("ablation_mean_cls", np.nan) <= -thresholds.harmful_ablation)
+    if not varying and (massive or discounted) and not hurts:
         return "sink"
     if varying and not massive and not discounted and decodable:
         return "summary"
@@ -91,13 +103,14 @@ def verdict(row: pd.Series | dict, thresholds: SinkThresholds = SinkThresholds()
 
 def plot_sink(table: pd.DataFrame, path: Path) -> bool:
     """Per backbone (a row), over layers: input dependence, massive ratio of h_0 / last / content,
-    raw vs value-weighted attention of content queries to position 0."""
+    raw vs value-weighted attention of content queries to position 0, and the final probes' accuracy
+    change when position 0 is mean- or zero-ablated after that layer."""
     if table.empty:
         return False
     names = list(dict.fromkeys(table["backbone"]))
-    figure = Figure(figsize=(12.0, 2.8 * len(names)), layout="constrained")
-    axes = figure.subplots(len(names), 3, squeeze=False)
-    for (dependence, massive, attention), name in zip(axes, names):
+    figure = Figure(figsize=(16.0, 2.8 * len(names)), layout="constrained")
+    axes = figure.subplots(len(names), 4, squeeze=False)
+    for (dependence, massive, attention, ablation), name in zip(axes, names):
         rows = table[table["backbone"] == name]
         for readout in READOUTS:
             if rows[f"variance_share_{readout}"].notna().any():
@@ -113,6 +126,13 @@ def plot_sink(table: pd.DataFrame, path: Path) -> bool:
             attention.plot(measured["layer"], measured[share], marker=".", label=label)
             attention.fill_between(measured["layer"], measured[f"{share}_low"], measured[f"{share}_high"], alpha=0.2)
         attention.set(ylim=(-0.02, 1.02), ylabel="content queries' share to position 0", xlabel="layer")
+        for kind, style in (("mean", "-"), ("zero", ":")):
+            for readout in ("cls", "mean"):
+                ablated = rows[rows[f"ablation_{kind}_{readout}"].notna()]
+                ablation.plot(ablated["layer"], 100 * ablated[f"ablation_{kind}_{readout}"], linestyle=style,
+                              marker="o", label=f"{kind}-ablated, {readout} probe")
+        ablation.axhline(0, color="grey", linewidth=0.8)
+        ablation.set(ylabel="final probe accuracy change (points)", xlabel="position 0 ablated after layer")
     for ax in axes[0]:
         ax.legend(fontsize=7)
     figure.savefig(path, dpi=120)
@@ -121,6 +141,10 @@ def plot_sink(table: pd.DataFrame, path: Path) -> bool:
 
 def _percent(value: float) -> str:
     return "–" if pd.isna(value) else f"{100 * value:.0f}%"
+
+
+def _points(value: float) -> str:
+    return "–" if pd.isna(value) else f"{100 * value:+.1f}"
 
 
 def verdict_table(table: pd.DataFrame, thresholds: SinkThresholds) -> pd.DataFrame:
@@ -132,7 +156,8 @@ def verdict_table(table: pd.DataFrame, thresholds: SinkThresholds) -> pd.DataFra
                                                     ("yes" if s >= thresholds.massive_share else "no")),
         "ratio": table["ratio_first"].round(0), "raw → pos 0": table["raw"].map(_percent),
         "value → pos 0": table["value"].map(_percent), "k-NN − floor": table["decodable"].round(3),
-        "verdict": table["verdict"]})
+        "mean-abl. Δcls": table["ablation_mean_cls"].map(_points),
+        "zero-abl. Δcls": table["ablation_zero_cls"].map(_points), "verdict": table["verdict"]})
 
 
 def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = SinkThresholds()) -> list[str]:
@@ -155,8 +180,11 @@ def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = Sin
              "(Kobayashi et al. 2020, output projection included). Verdict: **sink** = h_0 varies by less than "
              f"{thresholds.min_variance_share:.0%} of its energy and is massive or its value share is under "
              f"{thresholds.value_discount:.0%} of its raw share; **summary** = it varies, is neither, and its k-NN "
-             f"accuracy is >= {thresholds.min_decodable:.0%} above the majority floor; **mixed** otherwise. "
-             "Mean-ablation of position 0 is not yet measured and is not part of the verdict.", ""]
+             f"accuracy is >= {thresholds.min_decodable:.0%} above the majority floor; **mixed** otherwise. A sink "
+             "must also survive mean-ablation (Sun et al.): replacing position 0 after the layer by its mean over "
+             "training texts costs the final cls probe (logistic regression fitted on unablated training vectors) "
+             f"less than {thresholds.harmful_ablation:.0%} (measured at a few layers; Δ in accuracy points; "
+             "zero-ablation beside it as the contrast).", ""]
     for name, row in counts.iterrows():
         lines.append(f"- {name}: " + ", ".join(f"{row.get(v, 0)} {v}" for v in ("summary", "sink", "mixed"))
                      + f" of {int(row.sum())} layers.")
@@ -165,5 +193,6 @@ def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = Sin
         lines += ["![sink.png](sink.png)", "", "Per backbone: input dependence (variance share per readout, CKA), "
                   "h_0's / the last token's / the most extreme content token's largest activation over the layer's median "
                   "(log scale; dotted: Sun et al.'s 1,000x), and content queries' raw vs value-weighted attention to "
-                  "position 0 (95% band over texts).", ""]
+                  "position 0 (95% band over texts), and the final probes' accuracy change when position 0 is mean- "
+                  "(solid) or zero-ablated (dotted) after a layer.", ""]
     return lines + ["Every layer and seed: `sink.csv`.", ""]
