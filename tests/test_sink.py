@@ -220,8 +220,10 @@ def test_the_verdict_follows_its_thresholds():
     assert verdict(evidence(variance_share_cls=0.0, massive_first=1.0)) == "sink"  # SmolLM2's middle layers
     assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1)) == "sink"  # parked, moves little
     # ... unless mean-ablating it costs the final probe: then something reads its input-specific part
-    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_cls=-0.05)) == "mixed"
-    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_cls=-0.01)) == "sink"
+    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_others=-0.05)) == "mixed"
+    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_others=-0.01)) == "sink"
+    # the cls probe's own loss is no evidence: a decoder's final h_0 is position 0's by construction
+    assert verdict(evidence(variance_share_cls=0.0, massive_first=1.0, ablation_mean_cls=-0.3)) == "sink"
     # a constant embedding-layer [CLS]: nothing attends yet (no attention measured), not massive
     assert verdict(evidence(variance_share_cls=0.0, raw=np.nan, value=np.nan)) == "mixed"
     assert verdict(evidence(decodable=0.0)) == "mixed"  # varies, but nothing a k-NN can use
@@ -247,8 +249,9 @@ def test_the_sink_section_from_real_diagnose_jobs(make_cfg, tmp_path):
     assert (gpt2["variance_share_cls"] == 0).all() and gpt2["raw"].isna().all()  # GPT-2: values not measured
     ablated = table[table["ablation_mean_cls"].notna()]
     assert sorted(ablated["layer"]) == [1, 1]  # the only layer below the last of 2, for both backbones
-    assert (ablated.loc[ablated["backbone"] == "tiny-gpt2", "ablation_mean_cls"] == 0).all()  # a constant h_0
-    assert "mean-abl. Δcls" in text
+    gpt2_ablated = ablated[ablated["backbone"] == "tiny-gpt2"]
+    assert (gpt2_ablated[["ablation_mean_cls", "ablation_mean_others"]] == 0).all(axis=None)  # a constant h_0
+    assert "mean-abl. Δothers" in text
 
 
 # --------------------------------------------------------------------------- ablation of position 0

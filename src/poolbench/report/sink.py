@@ -49,8 +49,10 @@ class SinkThresholds:
     value_discount: float = 0.5
     # k-NN on h_0 at least 5 accuracy points above always predicting the majority class.
     min_decodable: float = 0.05
-    # Mean-ablating position 0 costs the final cls probe >= 2 accuracy points: something downstream reads
-    # h_0's input-specific part (with 64 ablated texts one text is 1.6 points, so a smaller drop is noise).
+    # Mean-ablating position 0 costs a final probe of another readout (mean, max, last, ...) >= 2 accuracy
+    # points: the rest of the model reads h_0's input-specific part (with 64 ablated texts one text is 1.6
+    # points, so a smaller drop is noise). Not the cls probe: in a causal decoder the final h_0 is a function
+    # of position 0 alone, so ablating position 0 ablates that readout by construction.
     harmful_ablation: float = 0.02
 
 
@@ -79,12 +81,15 @@ def sink_table(runs: pd.DataFrame) -> pd.DataFrame:
     for kind in ABLATIONS:
         for readout in ("cls", "mean"):
             table[f"ablation_{kind}_{readout}"] = _column(diagnose, f"ablation/{kind}/{readout}/accuracy_change")
+        others = [c for c in diagnose if c.startswith(f"ablation/{kind}/") and c.endswith("/accuracy_change")
+                  and c != f"ablation/{kind}/cls/accuracy_change"]
+        table[f"ablation_{kind}_others"] = diagnose[others].min(axis=1, skipna=True) if others else np.nan
     return table.sort_values([*BACKBONE, "task", "seed", "layer"]).reset_index(drop=True)
 
 
 def verdict(row: pd.Series | dict, thresholds: SinkThresholds = SinkThresholds()) -> str:
     """"sink": h_0 near-constant AND (massive OR its value share discounted) AND mean-ablating it does not
-    cost the final cls probe `harmful_ablation` (where measured); "summary": h_0 input-dependent, not
+    cost any other readout's final probe `harmful_ablation` (where measured); "summary": h_0 input-dependent, not
     massive, not discounted, and decodable without training; "mixed" otherwise (e.g. a constant
     embedding-layer [CLS], which is no sink: nothing attends to it yet). Unmeasured evidence counts as
     absent. A harmless mean-ablation does not veto "summary": in an encoder the later layers can
@@ -93,7 +98,7 @@ def verdict(row: pd.Series | dict, thresholds: SinkThresholds = SinkThresholds()
     massive = row["massive_first"] >= thresholds.massive_share
     discounted = bool(row["value"] < thresholds.value_discount * row["raw"])  # False where not measured (NaN)
     decodable = row["decodable"] >= thresholds.min_decodable
-    hurts = bool(row.get("ablation_mean_cls", np.nan) <= -thresholds.harmful_ablation)
+    hurts = bool(row.get("ablation_mean_others", np.nan) <= -thresholds.harmful_ablation)
     if not varying and (massive or discounted) and not hurts:
         return "sink"
     if varying and not massive and not discounted and decodable:
@@ -140,7 +145,7 @@ def plot_sink(table: pd.DataFrame, path: Path) -> bool:
 
 
 def _percent(value: float) -> str:
-    return "–" if pd.isna(value) else f"{100 * value:.0f}%"
+    return "–" if pd.isna(value) else f"{100 * value:.1f}%"
 
 
 def _points(value: float) -> str:
@@ -151,13 +156,14 @@ def verdict_table(table: pd.DataFrame, thresholds: SinkThresholds) -> pd.DataFra
     """The markdown table's rows: one per backbone, task and layer, with the evidence beside the verdict."""
     return pd.DataFrame({
         "backbone": table["backbone"], "task": table["task"], "layer": table["layer"],
-        "h_0 varying": table["variance_share_cls"].map(_percent), "CKA": table["cka"].round(2),
+        "h_0 varying": table["variance_share_cls"].map(_percent), "CKA": table["cka"].map("{:.2f}".format),
         "massive (Sun)": table["massive_first"].map(lambda s: "–" if pd.isna(s) else
                                                     ("yes" if s >= thresholds.massive_share else "no")),
-        "ratio": table["ratio_first"].round(0), "raw → pos 0": table["raw"].map(_percent),
+        "ratio": table["ratio_first"].map(lambda r: "–" if pd.isna(r) else f"{r:,.0f}"), "raw → pos 0": table["raw"].map(_percent),
         "value → pos 0": table["value"].map(_percent), "k-NN − floor": table["decodable"].round(3),
         "mean-abl. Δcls": table["ablation_mean_cls"].map(_points),
-        "zero-abl. Δcls": table["ablation_zero_cls"].map(_points), "verdict": table["verdict"]})
+        "mean-abl. Δothers": table["ablation_mean_others"].map(_points),
+        "zero-abl. Δothers": table["ablation_zero_others"].map(_points), "verdict": table["verdict"]})
 
 
 def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = SinkThresholds()) -> list[str]:
@@ -182,9 +188,11 @@ def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = Sin
              f"{thresholds.value_discount:.0%} of its raw share; **summary** = it varies, is neither, and its k-NN "
              f"accuracy is >= {thresholds.min_decodable:.0%} above the majority floor; **mixed** otherwise. A sink "
              "must also survive mean-ablation (Sun et al.): replacing position 0 after the layer by its mean over "
-             "training texts costs the final cls probe (logistic regression fitted on unablated training vectors) "
-             f"less than {thresholds.harmful_ablation:.0%} (measured at a few layers; Δ in accuracy points; "
-             "zero-ablation beside it as the contrast).", ""]
+             "training texts costs no other readout's final probe (logistic regression fitted on unablated training "
+             f"vectors) {thresholds.harmful_ablation:.0%} or more (measured at a few layers; Δ in accuracy points, "
+             "Δothers the worst of mean, max, last and the nospecial readouts; zero-ablation beside it as the "
+             "contrast). The variance share is relative to the vector's energy: a massive constant dimension "
+             "shrinks it, so a near-constant h_0 can still be decodable (k-NN − floor); read the two together.", ""]
     for name, row in counts.iterrows():
         lines.append(f"- {name}: " + ", ".join(f"{row.get(v, 0)} {v}" for v in ("summary", "sink", "mixed"))
                      + f" of {int(row.sum())} layers.")
