@@ -220,7 +220,10 @@ def test_the_verdict_follows_its_thresholds():
     assert verdict(evidence(variance_share_cls=0.0, massive_first=1.0)) == "sink"  # SmolLM2's middle layers
     assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1)) == "sink"  # parked, moves little
     # ... unless mean-ablating it costs the final probe: then something reads its input-specific part
-    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_others=-0.05)) == "mixed"
+    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_others=-0.05,
+                            ablation_mean_others_high=-0.01)) == "mixed"
+    assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_others=-0.05,
+                            ablation_mean_others_high=0.01)) == "sink"  # its interval includes no change
     assert verdict(evidence(variance_share_cls=0.01, raw=0.5, value=0.1, ablation_mean_others=-0.01)) == "sink"
     # the cls probe's own loss is no evidence: a decoder's final h_0 is position 0's by construction
     assert verdict(evidence(variance_share_cls=0.0, massive_first=1.0, ablation_mean_cls=-0.3)) == "sink"

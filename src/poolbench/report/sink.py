@@ -83,13 +83,21 @@ def sink_table(runs: pd.DataFrame) -> pd.DataFrame:
             table[f"ablation_{kind}_{readout}"] = _column(diagnose, f"ablation/{kind}/{readout}/accuracy_change")
         others = [c for c in diagnose if c.startswith(f"ablation/{kind}/") and c.endswith("/accuracy_change")
                   and c != f"ablation/{kind}/cls/accuracy_change"]
-        table[f"ablation_{kind}_others"] = diagnose[others].min(axis=1, skipna=True) if others else np.nan
+        changes = diagnose[others].to_numpy(dtype=float) if others else np.full((len(diagnose), 1), np.nan)
+        highs = (diagnose[[f"{c}_high" for c in others]].to_numpy(dtype=float) if others else changes)
+        measured = ~np.isnan(changes).all(1)
+        worst = np.where(measured, np.nanargmin(np.where(np.isnan(changes), np.inf, changes), axis=1), 0)
+        rows = np.arange(len(diagnose))
+        # the other readout that lost most, and the upper end of its t-interval over texts
+        table[f"ablation_{kind}_others"] = np.where(measured, changes[rows, worst], np.nan)
+        table[f"ablation_{kind}_others_high"] = np.where(measured, highs[rows, worst], np.nan)
     return table.sort_values([*BACKBONE, "task", "seed", "layer"]).reset_index(drop=True)
 
 
 def verdict(row: pd.Series | dict, thresholds: SinkThresholds = SinkThresholds()) -> str:
     """"sink": h_0 near-constant AND (massive OR its value share discounted) AND mean-ablating it does not
-    cost any other readout's final probe `harmful_ablation` (where measured); "summary": h_0 input-dependent, not
+    cost any other readout's final probe `harmful_ablation` with a t-interval over texts below 0 (where
+    measured); "summary": h_0 input-dependent, not
     massive, not discounted, and decodable without training; "mixed" otherwise (e.g. a constant
     embedding-layer [CLS], which is no sink: nothing attends to it yet). Unmeasured evidence counts as
     absent. A harmless mean-ablation does not veto "summary": in an encoder the later layers can
@@ -98,7 +106,8 @@ def verdict(row: pd.Series | dict, thresholds: SinkThresholds = SinkThresholds()
     massive = row["massive_first"] >= thresholds.massive_share
     discounted = bool(row["value"] < thresholds.value_discount * row["raw"])  # False where not measured (NaN)
     decodable = row["decodable"] >= thresholds.min_decodable
-    hurts = bool(row.get("ablation_mean_others", np.nan) <= -thresholds.harmful_ablation)
+    hurts = bool(row.get("ablation_mean_others", np.nan) <= -thresholds.harmful_ablation
+                 and row.get("ablation_mean_others_high", np.nan) < 0)  # and its interval excludes 0
     if not varying and (massive or discounted) and not hurts:
         return "sink"
     if varying and not massive and not discounted and decodable:
@@ -189,7 +198,7 @@ def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = Sin
              f"accuracy is >= {thresholds.min_decodable:.0%} above the majority floor; **mixed** otherwise. A sink "
              "must also survive mean-ablation (Sun et al.): replacing position 0 after the layer by its mean over "
              "training texts costs no other readout's final probe (logistic regression fitted on unablated training "
-             f"vectors) {thresholds.harmful_ablation:.0%} or more (measured at a few layers; Δ in accuracy points, "
+             f"vectors) {thresholds.harmful_ablation:.0%} or more with a 95% interval over texts below 0 (measured at a few layers; Δ in accuracy points, "
              "Δothers the worst of mean, max, last and the nospecial readouts; zero-ablation beside it as the "
              "contrast). The variance share is relative to the vector's energy: a massive constant dimension "
              "shrinks it, so a near-constant h_0 can still be decodable (k-NN − floor); read the two together.", ""]
