@@ -1,10 +1,15 @@
 """Sink or summary: the measures that tell an input-dependent h_0 from a near-constant attention sink.
 
 Known answers: a constant readout (an encoder's layer-0 [CLS], a decoder's h_0 whose first token is
-the same for every input) has variance share 0 and centered cosine 0 even with a massive dimension
-added; adding a constant vector changes neither variance share's numerator nor CKA; CKA of a readout
-with itself is 1 and equals the HSIC formula with centering matrices (computed independently here).
-Unit of replication: the text (rows of a split); each test is one draw of texts.
+the same for every input) has variance share 0 and centered cosine 0, even with a massive dimension;
+CKA of a readout with itself is 1 and equals the HSIC formula with centering matrices (computed
+independently here), unmoved by a constant vector added to either view; Sun et al.'s criterion on
+hand-made states; SmolLM2's first position is massive at layers 12-28; uniform attention with equal
+value norms gives equal raw and value-weighted shares; the per-head value norms, weighted by the
+attention and summed with the output bias, rebuild the output projection's output (a hand
+computation, BERT and SmolLM2's grouped-query attention); mean-ablating a decoder's constant h_0
+changes no readout (1e-6) while zero-ablating it does, and mean-ablating a varying content position
+changes the outputs. Unit of replication: the text (rows of a split or sample); each test is one draw.
 """
 
 from __future__ import annotations
