@@ -40,6 +40,7 @@ from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, check_sp
                               pooling_layers, validate)
 from poolbench.pooling import NOSPECIAL_POOLINGS
 from poolbench.pretrain.build import ensure_pretrained
+from poolbench.tasks import check_source, source_identity
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
 
@@ -78,9 +79,10 @@ TRAINER_IDENTITY = ("accelerator", "devices", "precision", "max_epochs", "max_st
 
 
 def _common_identity(config: Config, layer: int | str) -> dict[str, Any]:
+    # A file task adds its files' content (tasks.source_identity); other tasks' ids are unchanged.
     return {"mode": config.mode.name.value, "backbone": plain_fields(config.backbone, BACKBONE_IDENTITY),
-            "task": plain_fields(config.task, TASK_IDENTITY), "pooling": config.pooling.name.value, "layer": layer,
-            "seed": config.seed}
+            "task": {**plain_fields(config.task, TASK_IDENTITY), **source_identity(config.task)},
+            "pooling": config.pooling.name.value, "layer": layer, "seed": config.seed}
 
 
 def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
@@ -238,6 +240,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                                        config=resolved, error="".join(traceback.format_exception(error))))
 
     try:
+        check_source(config.task)  # the user's own data file: read and checked before any model or recipe
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location
