@@ -36,10 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import backbone_depth, known_facts, load_backbone
-from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, check_special_tokens, plain_fields,
+from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, Source, check_special_tokens, plain_fields,
                               pooling_layers, validate)
 from poolbench.pooling import NOSPECIAL_POOLINGS
-from poolbench.pretrain.build import ensure_pretrained
+from poolbench.pretrain.build import ensure_pretrained, recipe_of
+from poolbench.pretrain.recipe import pretrained_dir
 from poolbench.tasks import check_source, source_identity
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
@@ -204,6 +205,51 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
         metrics.update({key: value for key, value in records[0].metrics.items() if logged(key)})
     logger.log_metrics(metrics)
     logger.save()
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan of a job: its run ids, without running or loading anything
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """What a job of a sweep would compute, found from its config and what is on disk only."""
+
+    cell: tuple[str, str, str]  # (backbone, task, mode): whose past timings estimate its time
+    run_ids: tuple[str, ...] = ()  # one per layer it computes
+    refused: str | None = None  # validation refuses it: nothing would run, by design
+    unknown: str | None = None  # why its runs cannot be named before it runs (it counts as to run)
+
+
+def plan_job(cfg: DictConfig) -> PlannedJob:
+    """The run ids of a job as `run_job` names them, but never building, converting or loading: a
+    backbone whose depth is not recorded here yet, or a pretraining recipe not built yet, leaves
+    the job `unknown` (to run)."""
+    config = typed_config(cfg)
+    mode = MODES[config.mode.name]
+    cell = (config.backbone.name, config.task.name, config.mode.name.value)
+    try:
+        validate(config)
+    except ConfigError as error:
+        return PlannedJob(cell, refused=str(error))
+    cache_dir = Path(config.paths.cache_dir).expanduser()
+    if config.backbone.pretrain is not None:
+        recipe = recipe_of(config.backbone.pretrain, cache_dir)
+        if not (pretrained_dir(recipe, cache_dir) / "config.json").exists():
+            return PlannedJob(cell, unknown=f"pretraining recipe {recipe.name} is not built yet")
+        config.backbone = dataclasses.replace(config.backbone, location=recipe.name)
+    facts = known_facts(config.backbone, cache_dir)
+    if facts is None and config.backbone.source != Source.tiny:
+        return PlannedJob(cell, unknown=f"backbone {config.backbone.name} was never loaded here")
+    pooling = pooling_factor(config)
+    try:
+        if pooling in NOSPECIAL_POOLINGS:
+            if "adds_special_tokens" not in (facts or {}):
+                return PlannedJob(cell, unknown=f"backbone {config.backbone.name}'s tokenizer was never loaded here")
+            check_special_tokens(pooling, config.backbone.name, facts["adds_special_tokens"])
+        layers = pooling_layers(pooling, config.layer, backbone_depth(config.backbone, cache_dir))
+    except ConfigError as error:
+        return PlannedJob(cell, refused=str(error))
+    return PlannedJob(cell, run_ids=tuple(run_identity(mode.identity(config, layer)) for layer in layers))
 
 
 # ---------------------------------------------------------------------------------------------
