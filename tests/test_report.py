@@ -204,10 +204,12 @@ def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast
     assert "mean > cls on 1 of 1 cells" in report and "Wilcoxon over cells not run" in report
 
 
-def test_a_sweep_without_finished_runs_reports_nothing_and_does_not_crash(tmp_path, fast_records):
+def test_a_sweep_without_finished_runs_reports_nothing_and_ends_with_exit_status_1(tmp_path, fast_records):
     write_record(tmp_path / "failed", Record(run_id="x", status="failed", study=None, factors=None, config={},
                                              error="boom"))
-    MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    with pytest.raises(SystemExit) as ended:  # a failed run: the sweep's exit status says so
+        MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert ended.value.code == 1
     assert not (tmp_path / "report" / "REPORT.md").exists()
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
 
