@@ -216,7 +216,8 @@ def test_a_sweep_without_finished_runs_reports_nothing_and_ends_with_exit_status
 
 def fake_wandb_run(number: int, task: str, pooling: str, seed: int = 0) -> SimpleNamespace:
     """A W&B run as the API returns one of a layer=-1 job (jobs.make_logger, jobs.log_metrics): the
-    factors as configured (layer -1, depth unknown), the metrics plain and as L<layer>/<metric>."""
+    factors as configured (layer -1, depth unknown), the metrics plain and as L<layer>/<metric>, and
+    the last history row drawn against layer (`layer`, `per_layer/<metric>`), which is no metric."""
     config = run_config("enc-a", task, pooling, seed, -1)
     accuracy = (RIGHT[pooling] + number) / N_TEST
     metrics = {"val/acc": accuracy, "val/f1": accuracy, "test/acc": accuracy, "test/f1": accuracy}
@@ -224,6 +225,7 @@ def fake_wandb_run(number: int, task: str, pooling: str, seed: int = 0) -> Simpl
         config={**asdict(run_factors(config, -1, None)), "run_id": run_identity(config), "config": config},
         id=f"wandb{number}{pooling}", state="finished", group="synthetic",
         summary_metrics={**metrics, **{f"L{NUM_LAYERS}/{k}": v for k, v in metrics.items()}, "_runtime": 3.0,
+                         "layer": NUM_LAYERS, **{f"per_layer/{k}": v for k, v in metrics.items()},
                          "_wandb": {"runtime": 3}},
         path=["entity", "project", f"run{number}-{pooling}-{seed}"], commit="abc1234",
         created_at="2026-01-01T00:00:00")

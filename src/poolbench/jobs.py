@@ -195,8 +195,15 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
     return logger
 
 
+PER_LAYER = "per_layer"  # W&B history keys drawn against the `layer` step metric
+
+
 def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) -> None:
-    """Every layer's `logged` metrics as `L<layer>/<metric>`; a one-layer job also under the plain keys."""
+    """Every layer's `logged` metrics as `L<layer>/<metric>` summary keys (what `poolbench-report
+    --from-wandb` reads); a one-layer job also under the plain keys. In W&B also one history row per
+    layer, `per_layer/<metric>` against the step metric `layer`, so that a dashboard draws accuracy
+    against layer (a line plot with x = layer), the study's central figure; those keys stay out of the
+    summary, whose last value would be the last layer's only."""
     if logger is None or not records:
         return
     metrics = {f"L{r.factors.layer}/{key}": value for r in records for key, value in r.metrics.items() if logged(key)}
@@ -204,6 +211,13 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
     if len(records) == 1:
         metrics.update({key: value for key, value in records[0].metrics.items() if logged(key)})
     logger.log_metrics(metrics)
+    if isinstance(logger, WandbLogger):
+        run = logger.experiment
+        run.define_metric("layer")
+        run.define_metric(f"{PER_LAYER}/*", step_metric="layer", summary="none")
+        for record in sorted(records, key=lambda r: r.factors.layer):
+            run.log({"layer": record.factors.layer,
+                     **{f"{PER_LAYER}/{key}": value for key, value in record.metrics.items() if logged(key)}})
     logger.save()
 
 
