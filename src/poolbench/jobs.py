@@ -230,6 +230,7 @@ class PlannedJob:
 
     cell: tuple[str, str, str]  # (backbone, task, mode): whose past timings estimate its time
     run_ids: tuple[str, ...] = ()  # one per layer it computes
+    layers: tuple[int, ...] = ()  # those layers, in the same order
     refused: str | None = None  # validation refuses it: nothing would run, by design
     unknown: str | None = None  # why its runs cannot be named before it runs (it counts as to run)
 
@@ -263,7 +264,31 @@ def plan_job(cfg: DictConfig) -> PlannedJob:
         layers = pooling_layers(pooling, config.layer, backbone_depth(config.backbone, cache_dir))
     except ConfigError as error:
         return PlannedJob(cell, refused=str(error))
-    return PlannedJob(cell, run_ids=tuple(run_identity(mode.identity(config, layer)) for layer in layers))
+    return PlannedJob(cell, run_ids=tuple(run_identity(mode.identity(config, layer)) for layer in layers),
+                      layers=tuple(layers))
+
+
+def reuse_finished_job(cfg: DictConfig, output_dir: Path) -> list[Record] | None:
+    """A job whose every run finished before, done without loading anything: its records copied into
+    `output_dir`, by layer. None when a run is still to compute, cannot be named yet, or is refused."""
+    config = typed_config(cfg)
+    try:
+        planned = plan_job(cfg)
+    except Exception:  # a shortcut only: whatever fails here, the full path of run_job records it
+        return None
+    if not config.skip_finished or not planned.run_ids or planned.unknown or planned.refused:
+        return None
+    output_root = Path(config.paths.output_root)
+    previous = [find_finished(output_root, run_id) for run_id in planned.run_ids]
+    if any(record is None for record in previous):
+        return None
+    pooling = pooling_factor(config)
+    reused = []
+    for layer, record in zip(planned.layers, previous):
+        log.info("%s L%d s%d: run %s already finished: reusing finished record %s", pooling, layer, config.seed,
+                 record.run_id, record.dir)
+        reused.append(reuse_record(record, record_dir(output_dir, pooling, layer, config.seed)))
+    return reused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,8 +298,10 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     """One Hydra job: its records by layer, reused or computed. A failed job leaves failed records
     (one per run it was computing, or one in `output_dir` if it failed before knowing its runs); a
     config that validation refuses leaves one refused record in `output_dir` and raises ConfigError."""
-    config = typed_config(cfg)
     output_dir = Path(output_dir)
+    if (reused := reuse_finished_job(cfg, output_dir)) is not None:
+        return reused  # before any data file, recipe or model is read
+    config = typed_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     mode = MODES[config.mode.name]
 
