@@ -21,12 +21,18 @@ def test_a_sweep_with_a_failed_job_says_so_and_exits_1_and_a_refused_job_is_no_f
     relaunch = poolbench_cli(*sweep, check=False)
     assert relaunch.returncode == 1
     assert "sweep summary: 3 runs finished (0 computed, 3 reused), 1 failed, 2 refused" in relaunch.stdout
-    # The finished job was reused without being launched; the others were launched with the job
-    # numbers (and so the job dirs) they had.
+    # The finished job was reused without being launched; the others were launched in one call,
+    # numbered first: the job numbers stay 0-3, each job dir keeps its overrides.
     assert "1 of 4 jobs finished before: reused without launching them" in relaunch.stdout
     [again] = set((tmp_path / "outputs" / "summarytest").iterdir()) - {sweep_dir}
-    job_dirs = {path.name for path in sweep_dir.iterdir() if path.is_dir() and path.name != "report"}
-    assert {path.name for path in again.iterdir() if path.is_dir() and path.name != "report"} == job_dirs and len(job_dirs) == 4
+
+    def jobs(directory):
+        names = [path.name for path in directory.iterdir() if path.is_dir() and path.name != "report"]
+        return sorted(int(name.split("_")[0]) for name in names), {name.split("_", 1)[1] for name in names}
+
+    assert jobs(again) == jobs(sweep_dir) and jobs(again)[0] == [0, 1, 2, 3]
+    [reused_dir] = [path for path in again.iterdir() if path.name.endswith("pooling=cls,task=mcid")]
+    assert reused_dir.name.startswith("3_")  # reused jobs are numbered after the launched ones
 
     refused_only = poolbench_cli("-m", "task=mcid", "pooling=cls,pooler", *SMALL, check=False)
     assert refused_only.returncode == 0, refused_only.stderr[-3000:]

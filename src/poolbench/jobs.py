@@ -268,26 +268,28 @@ def plan_job(cfg: DictConfig) -> PlannedJob:
                       layers=tuple(layers))
 
 
-def reuse_finished_job(cfg: DictConfig, output_dir: Path) -> list[Record] | None:
-    """A job whose every run finished before, done without loading anything: its records copied into
-    `output_dir`, by layer. None when a run is still to compute, cannot be named yet, or is refused."""
-    config = typed_config(cfg)
+def finished_job(cfg: DictConfig) -> list[Record] | None:
+    """The finished records of a job whose every run finished before, by layer, found without loading
+    anything; None when a run is still to compute, cannot be named yet, or is refused."""
     try:
         planned = plan_job(cfg)
     except Exception:  # a shortcut only: whatever fails here, the full path of run_job records it
         return None
-    if not config.skip_finished or not planned.run_ids or planned.unknown or planned.refused:
+    if not cfg.skip_finished or not planned.run_ids or planned.unknown or planned.refused:
         return None
-    output_root = Path(config.paths.output_root)
+    output_root = Path(cfg.paths.output_root)
     previous = [find_finished(output_root, run_id) for run_id in planned.run_ids]
-    if any(record is None for record in previous):
-        return None
-    pooling = pooling_factor(config)
+    return None if any(record is None for record in previous) else previous
+
+
+def reuse_job(finished: list[Record], output_dir: Path) -> list[Record]:
+    """A finished job (`finished_job`) done: its records copied into `output_dir`."""
     reused = []
-    for layer, record in zip(planned.layers, previous):
-        log.info("%s L%d s%d: run %s already finished: reusing finished record %s", pooling, layer, config.seed,
+    for record in finished:
+        pooling, layer, seed = record.factors.pooling, record.factors.layer, record.factors.seed
+        log.info("%s L%d s%d: run %s already finished: reusing finished record %s", pooling, layer, seed,
                  record.run_id, record.dir)
-        reused.append(reuse_record(record, record_dir(output_dir, pooling, layer, config.seed)))
+        reused.append(reuse_record(record, record_dir(output_dir, pooling, layer, seed)))
     return reused
 
 
@@ -299,8 +301,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     (one per run it was computing, or one in `output_dir` if it failed before knowing its runs); a
     config that validation refuses leaves one refused record in `output_dir` and raises ConfigError."""
     output_dir = Path(output_dir)
-    if (reused := reuse_finished_job(cfg, output_dir)) is not None:
-        return reused  # before any data file, recipe or model is read
+    if (finished := finished_job(cfg)) is not None:
+        return reuse_job(finished, output_dir)  # before any data file, recipe or model is read
     config = typed_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     mode = MODES[config.mode.name]
