@@ -234,17 +234,20 @@ def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast
     assert "mean > cls on 1 of 1 cells" in report and "Wilcoxon over cells not run" in report
 
 
-def test_a_sweep_without_finished_runs_reports_nothing_and_does_not_crash(tmp_path, fast_records):
+def test_a_sweep_without_finished_runs_reports_nothing_and_ends_with_exit_status_1(tmp_path, fast_records):
     write_record(tmp_path / "failed", Record(run_id="x", status="failed", study=None, factors=None, config={},
                                              error="boom"))
-    MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    with pytest.raises(SystemExit) as ended:  # a failed run: the sweep's exit status says so
+        MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert ended.value.code == 1
     assert not (tmp_path / "report" / "REPORT.md").exists()
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
 
 
 def fake_wandb_run(number: int, task: str, pooling: str, seed: int = 0) -> SimpleNamespace:
     """A W&B run as the API returns one of a layer=-1 job (jobs.make_logger, jobs.log_metrics): the
-    factors as configured (layer -1, depth unknown), the metrics plain and as L<layer>/<metric>."""
+    factors as configured (layer -1, depth unknown), the metrics plain and as L<layer>/<metric>, and
+    the last history row drawn against layer (`layer`, `per_layer/<metric>`), which is no metric."""
     config = run_config("enc-a", task, pooling, seed, -1)
     accuracy = (RIGHT[pooling] + number) / N_TEST
     metrics = {"val/acc": accuracy, "val/f1": accuracy, "test/acc": accuracy, "test/f1": accuracy}
@@ -252,6 +255,7 @@ def fake_wandb_run(number: int, task: str, pooling: str, seed: int = 0) -> Simpl
         config={**asdict(run_factors(config, -1, None)), "run_id": run_identity(config), "config": config},
         id=f"wandb{number}{pooling}", state="finished", group="synthetic",
         summary_metrics={**metrics, **{f"L{NUM_LAYERS}/{k}": v for k, v in metrics.items()}, "_runtime": 3.0,
+                         "layer": NUM_LAYERS, **{f"per_layer/{k}": v for k, v in metrics.items()},
                          "_wandb": {"runtime": 3}},
         path=["entity", "project", f"run{number}-{pooling}-{seed}"], commit="abc1234",
         created_at="2026-01-01T00:00:00")

@@ -15,12 +15,12 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from omegaconf import OmegaConf
 
 from poolbench.assets import Unavailable
-from poolbench.tasks import (LOADERS, SPLITS, Task, catalog, catalog_rows, hub, load_task, next_sentence_pairs,
-                             packaged, split_sentences, subsample_train, task_configs, text_key)
+from poolbench.tasks import (LOADERS, SPLITS, USER_SOURCES, Task, catalog, catalog_rows, hub, load_task,
+                             next_sentence_pairs, packaged, split_sentences, subsample_train, task_configs, text_key)
 from poolbench.tasks.pairs import MAX_SENTENCE_WORDS, MIN_SENTENCE_WORDS
 
 CONFIGS = {cfg.name: cfg for cfg in task_configs()}
-PACKAGED = sorted(name for name, cfg in CONFIGS.items() if cfg.source != "hub")
+PACKAGED = sorted(name for name, cfg in CONFIGS.items() if cfg.source not in USER_SOURCES)
 HUB = sorted(name for name, cfg in CONFIGS.items() if cfg.source == "hub")
 NSP = sorted(name for name, cfg in CONFIGS.items() if cfg.source == "next_sentence")
 

@@ -1,6 +1,11 @@
 """Entry points: `poolbench` (the Hydra app: one job, or a sweep with -m) and `poolbench-catalog`.
 (`poolbench-report` is `poolbench.report.main`.)
 
+`poolbench -m <sweep> +plan=true` prints the sweep's plan (poolbench.plan) and runs nothing. Hydra's
+multirun always launches its jobs, so the entry point takes the plan flag off the command line
+before Hydra sees it, and composes the sweep as Hydra's basic sweeper does (its parser, its
+`split_arguments`, the config loader's `load_sweep_config`), each job once.
+
 This module holds the error policy only; jobs.py owns what a job does.
 """
 
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,18 @@ USER_ERRORS = (ConfigError, Unavailable)
 register()
 
 
+PLAN_FLAGS = ("+plan=true", "plan=true")
+
+
+def main() -> None:
+    """`poolbench`: the Hydra app, or with `+plan=true` the plan of the sweep its arguments describe."""
+    if any(flag in sys.argv[1:] for flag in PLAN_FLAGS):
+        raise SystemExit(plan([arg for arg in sys.argv[1:] if arg not in (*PLAN_FLAGS, "-m", "--multirun")]))
+    run()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     git_commit()  # pin the commit of the code this process imported, before a long sweep sees new commits
     hydra_cfg = HydraConfig.get()
@@ -47,6 +63,42 @@ def main(cfg: DictConfig) -> None:
             raise
         # One failed job must not stop a sweep: its failed record is counted by the report.
         log.exception("job %s failed; its record says why. The sweep goes on.", hydra_cfg.job.num)
+
+
+def sweep_configs(overrides: list[str]) -> list[DictConfig]:
+    """Every job config of the sweep `overrides` describes (with the experiment's hydra.sweeper.params),
+    composed once each, in Hydra's job order."""
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="poolbench"):
+        hydra_app = GlobalHydra.instance().hydra
+        base = hydra_app.compose_config("config", overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+        params = [f"{key}={value}" for key, value in (base.hydra.sweeper.params or {}).items()]
+        parsed = OverridesParser.create(config_loader=hydra_app.config_loader).parse_overrides(params + overrides)
+        return [hydra_app.config_loader.load_sweep_config(base, list(job))
+                for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def plan(overrides: list[str]) -> int:
+    """Print the plan of a sweep (poolbench.plan); exit status 0, or 2 for a config that does not compose."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from poolbench.jobs import plan_job
+    from poolbench.plan import make_plan, plan_lines
+
+    try:
+        configs = sweep_configs(overrides)
+        output_root = Path(configs[0].paths.output_root)
+        lines = plan_lines(make_plan(map(plan_job, configs), output_root), output_root)
+    except (HydraException, OmegaConfBaseException, *USER_ERRORS) as error:
+        print(f"poolbench: cannot plan this sweep: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(["plan (nothing is run):", *lines]))
+    return 0
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:

@@ -37,11 +37,13 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import backbone_depth, known_facts, load_backbone
-from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, check_special_tokens, plain_fields,
+from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, Source, check_special_tokens, plain_fields,
                               pooling_layers, validate)
 from poolbench.machine import precision_warning, resolve_dtype
 from poolbench.pooling import NOSPECIAL_POOLINGS
-from poolbench.pretrain.build import ensure_pretrained
+from poolbench.pretrain.build import ensure_pretrained, recipe_of
+from poolbench.pretrain.recipe import pretrained_dir
+from poolbench.tasks import check_source, source_identity
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
 
@@ -81,9 +83,10 @@ TRAINER_IDENTITY = ("accelerator", "devices", "precision", "max_epochs", "max_st
 
 
 def _common_identity(config: Config, layer: int | str) -> dict[str, Any]:
+    # A file task adds its files' content (tasks.source_identity); other tasks' ids are unchanged.
     return {"mode": config.mode.name.value, "backbone": plain_fields(config.backbone, BACKBONE_IDENTITY),
-            "task": plain_fields(config.task, TASK_IDENTITY), "pooling": config.pooling.name.value, "layer": layer,
-            "seed": config.seed}
+            "task": {**plain_fields(config.task, TASK_IDENTITY), **source_identity(config.task)},
+            "pooling": config.pooling.name.value, "layer": layer, "seed": config.seed}
 
 
 def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
@@ -208,8 +211,15 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
     return logger
 
 
+PER_LAYER = "per_layer"  # W&B history keys drawn against the `layer` step metric
+
+
 def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) -> None:
-    """Every layer's `logged` metrics as `L<layer>/<metric>`; a one-layer job also under the plain keys."""
+    """Every layer's `logged` metrics as `L<layer>/<metric>` summary keys (what `poolbench-report
+    --from-wandb` reads); a one-layer job also under the plain keys. In W&B also one history row per
+    layer, `per_layer/<metric>` against the step metric `layer`, so that a dashboard draws accuracy
+    against layer (a line plot with x = layer), the study's central figure; those keys stay out of the
+    summary, whose last value would be the last layer's only."""
     if logger is None or not records:
         return
     metrics = {f"L{r.factors.layer}/{key}": value for r in records for key, value in r.metrics.items() if logged(key)}
@@ -217,7 +227,86 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
     if len(records) == 1:
         metrics.update({key: value for key, value in records[0].metrics.items() if logged(key)})
     logger.log_metrics(metrics)
+    if isinstance(logger, WandbLogger):
+        run = logger.experiment
+        run.define_metric("layer")
+        run.define_metric(f"{PER_LAYER}/*", step_metric="layer", summary="none")
+        for record in sorted(records, key=lambda r: r.factors.layer):
+            run.log({"layer": record.factors.layer,
+                     **{f"{PER_LAYER}/{key}": value for key, value in record.metrics.items() if logged(key)}})
     logger.save()
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan of a job: its run ids, without running or loading anything
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """What a job of a sweep would compute, found from its config and what is on disk only."""
+
+    cell: tuple[str, str, str]  # (backbone, task, mode): whose past timings estimate its time
+    run_ids: tuple[str, ...] = ()  # one per layer it computes
+    layers: tuple[int, ...] = ()  # those layers, in the same order
+    refused: str | None = None  # validation refuses it: nothing would run, by design
+    unknown: str | None = None  # why its runs cannot be named before it runs (it counts as to run)
+
+
+def plan_job(cfg: DictConfig) -> PlannedJob:
+    """The run ids of a job as `run_job` names them, but never building, converting or loading: a
+    backbone whose depth is not recorded here yet, or a pretraining recipe not built yet, leaves
+    the job `unknown` (to run)."""
+    config = typed_config(cfg)
+    mode = MODES[config.mode.name]
+    cell = (config.backbone.name, config.task.name, config.mode.name.value)
+    try:
+        validate(config)
+    except ConfigError as error:
+        return PlannedJob(cell, refused=str(error))
+    cache_dir = Path(config.paths.cache_dir).expanduser()
+    if config.backbone.pretrain is not None:
+        recipe = recipe_of(config.backbone.pretrain, cache_dir)
+        if not (pretrained_dir(recipe, cache_dir) / "config.json").exists():
+            return PlannedJob(cell, unknown=f"pretraining recipe {recipe.name} is not built yet")
+        config.backbone = dataclasses.replace(config.backbone, location=recipe.name)
+    facts = known_facts(config.backbone, cache_dir)
+    if facts is None and config.backbone.source != Source.tiny:
+        return PlannedJob(cell, unknown=f"backbone {config.backbone.name} was never loaded here")
+    pooling = pooling_factor(config)
+    try:
+        if pooling in NOSPECIAL_POOLINGS:
+            if "adds_special_tokens" not in (facts or {}):
+                return PlannedJob(cell, unknown=f"backbone {config.backbone.name}'s tokenizer was never loaded here")
+            check_special_tokens(pooling, config.backbone.name, facts["adds_special_tokens"])
+        layers = pooling_layers(pooling, config.layer, backbone_depth(config.backbone, cache_dir))
+    except ConfigError as error:
+        return PlannedJob(cell, refused=str(error))
+    return PlannedJob(cell, run_ids=tuple(run_identity(mode.identity(config, layer)) for layer in layers),
+                      layers=tuple(layers))
+
+
+def finished_job(cfg: DictConfig) -> list[Record] | None:
+    """The finished records of a job whose every run finished before, by layer, found without loading
+    anything; None when a run is still to compute, cannot be named yet, or is refused."""
+    try:
+        planned = plan_job(cfg)
+    except Exception:  # a shortcut only: whatever fails here, the full path of run_job records it
+        return None
+    if not cfg.skip_finished or not planned.run_ids or planned.unknown or planned.refused:
+        return None
+    output_root = Path(cfg.paths.output_root)
+    previous = [find_finished(output_root, run_id) for run_id in planned.run_ids]
+    return None if any(record is None for record in previous) else previous
+
+
+def reuse_job(finished: list[Record], output_dir: Path) -> list[Record]:
+    """A finished job (`finished_job`) done: its records copied into `output_dir`."""
+    reused = []
+    for record in finished:
+        pooling, layer, seed = record.factors.pooling, record.factors.layer, record.factors.seed
+        log.info("%s L%d s%d: run %s already finished: reusing finished record %s", pooling, layer, seed,
+                 record.run_id, record.dir)
+        reused.append(reuse_record(record, record_dir(output_dir, pooling, layer, seed)))
+    return reused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,8 +316,10 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     """One Hydra job: its records by layer, reused or computed. A failed job leaves failed records
     (one per run it was computing, or one in `output_dir` if it failed before knowing its runs); a
     config that validation refuses leaves one refused record in `output_dir` and raises ConfigError."""
-    config = typed_config(cfg)
     output_dir = Path(output_dir)
+    if (finished := finished_job(cfg)) is not None:
+        return reuse_job(finished, output_dir)  # before any data file, recipe or model is read
+    config = typed_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved["backbone"]["dtype"] = config.backbone.dtype.value  # as resolved for this machine
     mode = MODES[config.mode.name]
@@ -257,6 +348,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                                        config=resolved, error="".join(traceback.format_exception(error))))
 
     try:
+        check_source(config.task)  # the user's own data file: read and checked before any model or recipe
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location

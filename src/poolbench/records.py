@@ -223,3 +223,11 @@ def reuse_record(previous: Record, run_dir: Path) -> Record:
     record = replace(previous, reused_from=previous.dir, dir=str(run_dir))
     atomic_write_bytes(run_dir / RECORD_FILE, json.dumps(record.to_json(), indent=2, default=str).encode())
     return record
+
+
+def finished_records(output_root: Path) -> Iterator[Record]:
+    """Every finished record registered in the output root's index (still on disk), once per run."""
+    for index in sorted((Path(output_root) / "index").glob("*.txt")):
+        record = find_finished(output_root, index.stem)
+        if record is not None:
+            yield record

@@ -40,7 +40,7 @@ from poolbench.config import TaskConfig
 from poolbench.tasks.catalog import LOADERS
 from poolbench.tasks.packaged import PACKAGED_LOADERS, PACKAGES
 from poolbench.tasks.pairs import split_sentences
-from poolbench.tasks.preparation import prepare, task_configs, normal_form
+from poolbench.tasks.preparation import USER_SOURCES, prepare, task_configs, normal_form
 
 CORPUS_VERSION = 2  # bump when a change here changes the corpus
 MIN_SENTENCES = 2
@@ -113,7 +113,7 @@ def _keys_of(text: str) -> set[str]:
 def evaluation_texts(configs: list[TaskConfig] | None = None) -> set[str]:
     """Every validation/test text of the packaged tasks (all non-hub conf/task options, and the
     corpus sources), and every sentence of them, as `normal_form` keys. Pair tasks contribute both texts."""
-    configs = [cfg for cfg in (configs or task_configs() + corpus_sources()) if cfg.source != "hub"]
+    configs = [cfg for cfg in (configs or task_configs() + corpus_sources()) if cfg.source not in USER_SOURCES]
     keys: set[str] = set()
     for cfg in configs:
         raw = prepare(LOADERS[cfg.source](cfg))
@@ -179,7 +179,7 @@ def collect_corpus(held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0,
 
 def _cache_key(held_out_fraction: float, seed: int, limit: int | None) -> str:
     identity = {"version": CORPUS_VERSION, "sources": [asdict(cfg) for cfg in corpus_sources()],
-                "evaluation": [asdict(cfg) for cfg in task_configs() if cfg.source != "hub"],
+                "evaluation": [asdict(cfg) for cfg in task_configs() if cfg.source not in USER_SOURCES],
                 "packages": {name: p.installed_version() for name, p in PACKAGES.items()},
                 "held_out_fraction": held_out_fraction, "seed": seed, "limit": limit}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -89,7 +89,8 @@ def wandb_record(run: Any) -> Record:
         status="finished" if run.state == "finished" else "failed",
         study=getattr(run, "group", None),
         factors=Factors(**{factor: config.get(factor) for factor in FACTORS}) if logged else None,
-        metrics={k: v for k, v in summary.items() if not k.startswith("_") and isinstance(v, (int, float))},
+        metrics={k: v for k, v in summary.items()
+                 if not k.startswith("_") and not HISTORY_ONLY.fullmatch(k) and isinstance(v, (int, float))},
         timings={"total_s": summary.get("_runtime")},
         config=config.get("config", config),
         versions={},
@@ -107,6 +108,9 @@ def protocol_of(record: Record) -> str:
 
 
 LAYER_METRIC = re.compile(r"L(\d+)/(.+)")  # how jobs.log_metrics names a layer's metric
+# jobs.log_metrics' history rows (a metric against the step metric `layer`): the summary may hold their
+# last row, which is no metric of the run.
+HISTORY_ONLY = re.compile(r"layer|per_layer/.+")
 
 
 def wandb_layer_records(run: Any) -> list[Record]:

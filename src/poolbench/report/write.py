@@ -338,10 +338,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def sweep_summary(sweep_dir: Path) -> tuple[list[str], int]:
+    """The end-of-sweep lines (runs finished, of them reused, failed with the first line of each
+    reason, refused, unreadable) and the number of failed runs. Refused runs are by design (settings
+    that do not combine), not failures."""
+    records, unreadable, _ = read_local([sweep_dir])
+    by_status: dict[str, list[Record]] = {}
+    for record in records:
+        by_status.setdefault(record.status, []).append(record)
+    finished, failed = by_status.get("finished", []), by_status.get("failed", [])
+    reused = sum(record.reused_from is not None for record in finished)
+    lines = [f"sweep summary: {len(finished)} runs finished ({len(finished) - reused} computed, {reused} reused), "
+             f"{len(failed)} failed, {len(by_status.get('refused', []))} refused (settings that do not combine: by "
+             f"design, not a failure), {len(unreadable)} unreadable record dirs",
+             f"records: {sweep_dir}"]
+    if failed:
+        lines += ["failed runs (first line of each reason; the record holds the traceback):",
+                  *(failed_run_line(record) for record in failed)]
+    return lines, len(failed)
+
+
 class MultirunReport(Callback):
     """Hydra callback: when a multirun ends, write its report into `<sweep dir>/report/`, and also
     into `out` when given (an experiment sets it to its results/ directory, so that the sweep's one
-    command regenerates the shipped study)."""
+    command regenerates the shipped study); then print the sweep's summary and, when any run failed,
+    end the process with exit status 1 so that a cluster script can react (whatever the launcher:
+    the callback runs in the launching process)."""
 
     def __init__(self, out: str | None = None) -> None:
         self.out = out
@@ -355,4 +377,9 @@ class MultirunReport(Callback):
                 # The sweep itself is done; a sweep without a finished run has nothing to report, which
                 # is worth a warning, not a traceback after the last job.
                 log.warning("no report for %s: %s", sweep_dir, error)
-                return
+                break
+        lines, failed = sweep_summary(sweep_dir)
+        console.print("\n".join(lines), markup=False, soft_wrap=True)
+        if failed:
+            # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
+            raise SystemExit(1)

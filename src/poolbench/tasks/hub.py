@@ -16,13 +16,11 @@ from datasets import ClassLabel
 
 from poolbench.assets import Unavailable, hub_offline_reason
 from poolbench.config import TaskConfig
-from poolbench.tasks.preparation import SPLITS, RawTask, clean, stratified_split, task_configs
-
-HUB_VALIDATION_FRACTION = 0.1  # carved from train, stratified and seeded, when the hub has no validation split
+from poolbench.tasks.preparation import SPLITS, USER_SOURCES, RawTask, carve_validation, clean, task_configs
 
 
 def _packaged_alternatives() -> str:
-    return ", ".join(f"task={cfg.name}" for cfg in task_configs() if cfg.source != "hub")
+    return ", ".join(f"task={cfg.name}" for cfg in task_configs() if cfg.source not in USER_SOURCES)
 
 
 @contextlib.contextmanager
@@ -43,7 +41,7 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 def load_hub(cfg: TaskConfig) -> RawTask:
     """`datasets.load_dataset(location, subset, revision=...)`, columns renamed by `text_column`,
     `text_pair_column`, `label_column`. `hub_splits` maps our splits to the hub's (empty: the same
-    names); a validation split missing from it is carved from train (HUB_VALIDATION_FRACTION,
+    names); a validation split missing from it is carved from train (preparation.VALIDATION_FRACTION,
     stratified, seeded by split_seed). Offline, only a warm HF cache works; else Unavailable."""
     from datasets import load_dataset
 
@@ -79,7 +77,5 @@ def load_hub(cfg: TaskConfig) -> RawTask:
     dropped = Counter()
     if "validation" not in splits:
         splits["train"], dropped = clean(splits["train"])
-        fractions = (1 - HUB_VALIDATION_FRACTION, HUB_VALIDATION_FRACTION, 0.0)
-        carved = stratified_split(splits["train"], cfg.split_seed, fractions)
-        splits["train"], splits["validation"] = carved["train"], carved["validation"]
+        splits["train"], splits["validation"] = carve_validation(splits["train"], cfg.split_seed)
     return RawTask(splits={split: splits[split] for split in SPLITS}, label_names=label_names, dropped=dropped)

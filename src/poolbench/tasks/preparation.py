@@ -38,6 +38,7 @@ from poolbench.assets import Unavailable, build_once
 from poolbench.config import CONF_DIR, TaskConfig
 
 SPLITS = ("train", "validation", "test")
+USER_SOURCES = ("hub", "file")  # data that does not ship here: not a packaged task, not pretraining's concern
 # Bump when the preparation below changes what a task's examples are: caches key on it.
 # v2: texts compare case- and whitespace-insensitively, splits made disjoint, 20NG header stripped.
 PREPARATION_VERSION = 2
@@ -107,6 +108,15 @@ def stratified_split(frame: pd.DataFrame, seed: int, fractions=(0.8, 0.1, 0.1)) 
         parts["test"].append(group.iloc[n_val:n_val + n_test])
         parts["train"].append(group.iloc[n_val + n_test:])
     return {split: pd.concat(frames).sort_index().reset_index(drop=True) for split, frames in parts.items()}
+
+
+VALIDATION_FRACTION = 0.1  # carved from train when a source has train and test but no validation split
+
+
+def carve_validation(train: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation): VALIDATION_FRACTION of a cleaned training split, stratified and seeded."""
+    carved = stratified_split(train, seed, (1 - VALIDATION_FRACTION, VALIDATION_FRACTION, 0.0))
+    return carved["train"], carved["validation"]
 
 
 def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
