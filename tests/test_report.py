@@ -229,9 +229,14 @@ def test_a_study_mixing_precisions_says_so_and_keeps_the_precision_per_run(tmp_p
 def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast_records):
     for pooling in ("cls", "mean"):
         write_run(tmp_path / f"0_{pooling}", "enc-a", "t0", pooling, seed=0)
-    MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    MultirunReport(out=str(tmp_path / "results")).on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "mean > cls on 1 of 1 cells" in report and "Wilcoxon over cells not run" in report
+    # An experiment's results/ directory gets the same report, built once.
+    assert (tmp_path / "results" / "REPORT.md").read_text() == report
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(
+        p.name for p in (tmp_path / "report").iterdir())
 
 
 def test_a_sweep_without_finished_runs_reports_nothing_and_ends_with_exit_status_1(tmp_path, fast_records):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -370,14 +371,15 @@ class MultirunReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        for out in [sweep_dir / "report", *([Path(self.out)] if self.out else [])]:
-            try:
-                build_report([sweep_dir], out)
-            except ReportError as error:
-                # The sweep itself is done; a sweep without a finished run has nothing to report, which
-                # is worth a warning, not a traceback after the last job.
-                log.warning("no report for %s: %s", sweep_dir, error)
-                break
+        try:
+            build_report([sweep_dir], sweep_dir / "report")
+            if self.out:  # the same report, built once (a large study's report takes a minute)
+                shutil.copytree(sweep_dir / "report", self.out, dirs_exist_ok=True)
+                console.print(f"report: {Path(self.out) / 'REPORT.md'}", markup=False)
+        except ReportError as error:
+            # The sweep itself is done; a sweep without a finished run has nothing to report, which
+            # is worth a warning, not a traceback after the last job.
+            log.warning("no report for %s: %s", sweep_dir, error)
         lines, failed = sweep_summary(sweep_dir)
         console.print("\n".join(lines), markup=False, soft_wrap=True)
         if failed:
