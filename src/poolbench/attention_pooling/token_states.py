@@ -92,9 +92,12 @@ class TokenRows:
     def means(self, rows: Tensor) -> Tensor:
         """float32 [L, len(rows), H]: the mean of each example's states (the `mean` readout of the
         stored states), one layer at a time."""
-        lengths = self.offsets[rows + 1] - self.offsets[rows]
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
         owner = torch.repeat_interleave(torch.arange(len(rows)), lengths)
-        index = torch.cat([torch.arange(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows.tolist()])
+        # Token k of the examples concatenated here is stored at k + (its example's start - its start here).
+        shift = torch.repeat_interleave(starts - (lengths.cumsum(0) - lengths), lengths)
+        index = torch.arange(int(lengths.sum())) + shift
         out = torch.zeros(self.tokens.shape[0], len(rows), self.tokens.shape[2])
         for layer, states in enumerate(self.tokens):
             out[layer].index_add_(0, owner, states[index].float())
@@ -135,7 +138,8 @@ class TokenStates:
     def nbytes(self, layers: Sequence[int] | None = None) -> int:
         """Bytes on disk of the arrays of `layers` (default: all stored), offsets included."""
         layers = self.layers if layers is None else layers
-        files = [f"{split}-offsets.npy" for split in SPLITS] + [_layer_file(s, l) for s in SPLITS for l in layers]
+        files = [f"{split}-offsets.npy" for split in SPLITS]
+        files += [_layer_file(split, layer) for split in SPLITS for layer in layers]
         return sum((self.directory / name).stat().st_size for name in files)
 
 
