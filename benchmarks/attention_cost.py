@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=os.environ.get("POOLBENCH_CACHE") or "~/.cache/poolbench")
     args = parser.parse_args()
+    args.cache_dir = str(Path(args.cache_dir).expanduser())  # Hydra's override grammar has no `~`
     output = Path(tempfile.mkdtemp(prefix="attention-cost-"))
     common = ["mode=probe", f"backbone={args.backbone}", f"task={args.task}", "layer=all", f"seed={args.seed}",
               f"paths.cache_dir={args.cache_dir}", f"paths.output_root={output}"]

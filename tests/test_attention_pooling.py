@@ -29,9 +29,9 @@ from test_pooling import batches, fillers, padded
 
 
 def softmax_reference(row: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """The readout of one unpadded sequence [length, hidden], by definition, in float64."""
+    """The readout of one unpadded sequence [length, hidden], by definition (scaled scores), in float64."""
     row, query = row.double(), query.double()
-    scores = [float(row[t] @ query) for t in range(len(row))]
+    scores = [float(row[t] @ query) / math.sqrt(len(query)) for t in range(len(row))]
     top = max(scores)
     weights = [math.exp(s - top) for s in scores]
     return sum(w * row[t] for t, w in enumerate(weights)) / sum(weights)
@@ -130,8 +130,8 @@ def test_one_batched_attention_head_is_torch_adamw_on_the_finetuning_module():
     index = torch.arange(96)
     stats = fit_standardizer(train.means(index))
     lr, wd, seed, batch_size = 0.05, 0.1, 3, 16
-    heads = train_attention_heads(train, index, y, val, val_y, stats, [0], [wd], 4, seed, lr, batch_size,
-                                  max_epochs=3, patience=5)
+    heads = train_attention_heads(train.standardized(stats), index, y, val.standardized(stats), val_y, [0], [wd], 4,
+                                  seed, lr, batch_size, max_epochs=3, patience=5)
 
     # The reference: the fine-tuning module's readout + nn.Linear, torch's AdamW, batches padded on the LEFT.
     attention, linear = AttentionPooling(8), nn.Linear(8, 4)
@@ -169,13 +169,14 @@ def test_attention_heads_trained_together_equal_heads_trained_alone():
                     token_rows(val_examples).offsets)
     index = torch.arange(160)
     stats = fit_standardizer(train.means(index))
+    train, val = train.standardized(stats), val.standardized(stats)
     decays = [0.0, 0.1]
-    together = train_attention_heads(train, index, y, val, val_y, stats, [3, 4], decays, 4, 0, 0.02, 32, 8, 2)
+    together = train_attention_heads(train, index, y, val, val_y, [3, 4], decays, 4, 0, 0.02, 32, 8, 2)
     for i, layer in enumerate([3, 4]):
         one_layer = TokenRows(train.tokens[i:i + 1], train.offsets), TokenRows(val.tokens[i:i + 1], val.offsets)
         for d, wd in enumerate(decays):
-            alone = train_attention_heads(one_layer[0], index, y, one_layer[1], val_y,
-                                          (stats[0][i:i + 1], stats[1][i:i + 1]), [layer], [wd], 4, 0, 0.02, 32, 8, 2)
+            alone = train_attention_heads(one_layer[0], index, y, one_layer[1], val_y, [layer], [wd], 4, 0, 0.02, 32,
+                                          8, 2)
             assert together.epoch[i, d] == alone.epoch[0, 0]
             assert together.val_acc[i, d] == alone.val_acc[0, 0]
             torch.testing.assert_close(together.query[i, d], alone.query[0, 0], atol=1e-5, rtol=1e-4)

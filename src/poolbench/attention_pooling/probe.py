@@ -54,13 +54,11 @@ log = logging.getLogger(__name__)
 STATES_BUDGET = 4 * 2**30
 
 
-def _logits(rows: TokenRows, index: Tensor, stats: tuple[Tensor, Tensor], query: Tensor, weight: Tensor,
-            bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Examples `index` of `rows` through every head: query [L, D, H], weight [L, D, H, C], bias [L, D, C]
-    -> logits [L, D, B, C], attention weights [L, D, B, T] and the batch's mask [B, T]."""
+def _logits(rows: TokenRows, index: Tensor, query: Tensor, weight: Tensor, bias: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """Examples `index` of (z-scored) `rows` through every head: query [L, D, H], weight [L, D, H, C], bias
+    [L, D, C] -> logits [L, D, B, C], attention weights [L, D, B, T] and the batch's mask [B, T]."""
     states, mask = rows.batch(index)
-    mean, std = stats
-    states = (states - mean.unsqueeze(1)) / std.unsqueeze(1)
     pooled, weights = attention_pool(states, mask, query)
     return torch.matmul(pooled, weight) + bias.unsqueeze(2), weights, mask
 
@@ -90,25 +88,25 @@ class AttentionHeads:
                 for acc, loss in zip(self.val_acc.tolist(), self.val_loss.tolist())]
 
 
-def evaluate(rows: TokenRows, y: Tensor, stats: tuple[Tensor, Tensor], query: Tensor, weight: Tensor, bias: Tensor,
-             batch_size: int) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy per head [L, D] over every example of `rows`."""
+def evaluate(rows: TokenRows, y: Tensor, query: Tensor, weight: Tensor, bias: Tensor, batch_size: int
+             ) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy per head [L, D] over every example of (z-scored) `rows`."""
     loss, correct = torch.zeros(query.shape[:2]), torch.zeros(query.shape[:2])
     with torch.no_grad():
         for index in torch.arange(len(rows)).split(batch_size):
-            batch_loss, batch_correct = _loss_acc(_logits(rows, index, stats, query, weight, bias)[0], y[index])
+            batch_loss, batch_correct = _loss_acc(_logits(rows, index, query, weight, bias)[0], y[index])
             loss += batch_loss
             correct += batch_correct
     return loss / len(rows), correct / len(rows)
 
 
 def train_attention_heads(train: TokenRows, train_index: Tensor, train_y: Tensor, val: TokenRows, val_y: Tensor,
-                          stats: tuple[Tensor, Tensor], layers: Sequence[int], weight_decays: Sequence[float],
-                          num_labels: int, seed: int, lr: float, batch_size: int, max_epochs: int,
-                          patience: int) -> AttentionHeads:
-    """Train one (query, softmax head) per (layer, weight decay) on the z-scored token states of the
-    training examples `train_index` (labels `train_y`), all at once; stop each head after `patience`
-    epochs without a validation gain (accuracy up, or equal accuracy and loss down by MIN_LOSS_DELTA)."""
+                          layers: Sequence[int], weight_decays: Sequence[float], num_labels: int, seed: int, lr: float,
+                          batch_size: int, max_epochs: int, patience: int) -> AttentionHeads:
+    """Train one (query, softmax head) per (layer, weight decay) on the z-scored token states (`train`,
+    `val`: TokenRows.standardized) of the training examples `train_index` (labels `train_y`), all at once;
+    stop each head after `patience` epochs without a validation gain (accuracy up, or equal accuracy and
+    loss down by MIN_LOSS_DELTA)."""
     L, D, H = len(layers), len(weight_decays), train.tokens.shape[-1]
     weight, bias = init_heads(layers, weight_decays, seed, H, num_labels)  # [L, H, D, C], [L, D, C]
     queries, weights, biases, groups = [], [], [], []
@@ -135,13 +133,13 @@ def train_attention_heads(train: TokenRows, train_index: Tensor, train_y: Tensor
     order = torch.Generator().manual_seed(seed_of("order", seed))
     for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(len(train_index), generator=order).split(batch_size):
-            logits = _logits(train, train_index[batch], stats, *parameters())[0]
+            logits = _logits(train, train_index[batch], *parameters())[0]
             optimizer.zero_grad(set_to_none=True)
             (_loss_acc(logits, train_y[batch])[0] / len(batch)).sum().backward()
             optimizer.step()
         with torch.no_grad():
             query, head_weight, head_bias = parameters()
-            val_loss, val_acc = evaluate(val, val_y, stats, query, head_weight, head_bias, batch_size)
+            val_loss, val_acc = evaluate(val, val_y, query, head_weight, head_bias, batch_size)
             improved = active & ((val_acc > best.val_acc) |
                                  ((val_acc == best.val_acc) & (val_loss < best.val_loss - MIN_LOSS_DELTA)))
             best.val_acc = torch.where(improved, val_acc, best.val_acc)
@@ -172,13 +170,14 @@ class FittedAttention:
     heads: int
 
     def scores(self, rows: TokenRows, batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits [L, n, C] of every example of `rows`, and where the selected query looks, per layer
+        """Logits [L, n, C] of every example of raw `rows`, and where the selected query looks, per layer
         (means over the examples): the weight on the first and on the last real token, and the breadth
         exp(entropy) / tokens (1 = uniform, mean pooling; 1/n = one token)."""
         logits, first, last, breadth = [], [], [], []
+        rows = rows.standardized(self.stats)
         with torch.no_grad():
             for index in torch.arange(len(rows)).split(batch_size):
-                batch_logits, weights, mask = _logits(rows, index, self.stats, self.query, self.weight, self.bias)
+                batch_logits, weights, mask = _logits(rows, index, self.query, self.weight, self.bias)
                 weights, lengths = weights[:, 0], mask.sum(1)  # [L, B, T]: right-padded, first real token at 0
                 logits.append(batch_logits[:, 0])
                 first.append(weights[:, :, 0])
@@ -192,11 +191,12 @@ class FittedAttention:
 
 def fit_attention(train: TokenRows, train_index: Tensor, train_y: Tensor, val: TokenRows, val_y: Tensor,
                   layers: Sequence[int], settings: ProbeConfig, num_labels: int, seed: int) -> FittedAttention:
-    """z-score with the training rows' mean-pooled statistics, train every (layer, weight decay) head and
-    keep the one validation selects per layer."""
+    """z-score raw `train` and `val` with the training rows' mean-pooled statistics, train every (layer, weight
+    decay) head and keep the one validation selects per layer."""
     stats = fit_standardizer(train.means(train_index))
     weight_decays = [float(wd) for wd in settings.weight_decays]
-    heads = train_attention_heads(train, train_index, train_y, val, val_y, stats, layers, weight_decays, num_labels,
+    train, val = train.standardized(stats), val.standardized(stats)
+    heads = train_attention_heads(train, train_index, train_y, val, val_y, layers, weight_decays, num_labels,
                                   seed=seed, lr=settings.lr, batch_size=settings.batch_size,
                                   max_epochs=settings.max_epochs, patience=settings.patience)
     chosen = heads.select()

@@ -1,6 +1,6 @@
 """The attention readout: a single learned query q, softmax(q . h_t) over the real tokens t.
 
-    score_t  = q . h_t                  for each real token t (padding gets weight exactly 0)
+    score_t  = q . h_t / sqrt(hidden)   for each real token t (padding gets weight exactly 0)
     a        = softmax(score) over the real tokens of the row
     pooled   = sum_t a_t h_t
 
@@ -22,6 +22,8 @@ needs weights, learned with the head, so it is dispatched before `pooling.pool`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +48,8 @@ def attention_pool(hidden_states: Tensor, attention_mask: Tensor, query: Tensor)
     states = hidden_states.to(dtype)
     if not mask.all():
         states = torch.where(mask.unsqueeze(-1), states, 0.0)
-    scores = torch.einsum("...bth,...dh->...dbt", states, query.to(dtype)).masked_fill(~mask, float("-inf"))
+    scores = torch.einsum("...bth,...dh->...dbt", states, query.to(dtype)) / math.sqrt(states.shape[-1])
+    scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     return torch.einsum("...dbt,...bth->...dbh", weights, states), weights
 

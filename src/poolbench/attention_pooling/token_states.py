@@ -89,6 +89,11 @@ class TokenRows:
         index = torch.where(mask, starts.unsqueeze(1) + positions, starts.unsqueeze(1))
         return self.tokens[:, index].float(), mask
 
+    def standardized(self, stats: tuple[Tensor, Tensor]) -> "TokenRows":
+        """float32 copies z-scored per dimension with `stats` (mean, std [L, 1, H]: `probe.fit_standardizer`)."""
+        mean, std = stats
+        return TokenRows((self.tokens.float() - mean) / std, self.offsets)
+
     def means(self, rows: Tensor) -> Tensor:
         """float32 [L, len(rows), H]: the mean of each example's states (the `mean` readout of the
         stored states), one layer at a time."""
