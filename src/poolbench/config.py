@@ -36,6 +36,7 @@ class Pooling(Enum):
     cls_mean = "cls_mean"  # [h_0 ; mean]: a head input of 2 x hidden
     first_last_avg = "first_last_avg"  # mean of (first transformer layer + this layer) / 2: layers >= 1
     pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it
+    attention = "attention"  # softmax(q . h) over real tokens, q learned with the head (poolbench.attention_pooling)
 
 
 class Family(Enum):
@@ -366,6 +367,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"mode.weight_decays holds {wd}: every weight decay must be >= 0.")
     if config.mode.name == Mode.probe:
         _check_protocol(config.mode)
+        if config.pooling.name == Pooling.attention and config.mode.protocol != Protocol.full:
+            raise ConfigError(f"pooling=attention with mode.protocol={config.mode.protocol.value}: the attention "
+                              "readout's query is trained with the probe's heads (mode.protocol=full); the other "
+                              "protocols read fixed cached vectors. Use mode.protocol=full, or another pooling.")
     if config.backbone.padding_side not in (None, "left", "right"):
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
     if config.pooling.name == Pooling.pooler:
