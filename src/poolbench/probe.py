@@ -39,7 +39,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from poolbench.closeness import closeness
 from poolbench.config import Job, ProbeConfig
 from poolbench.features import FeatureSet, features_for
 from poolbench.records import RunResult
@@ -294,7 +295,25 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
     train_s = time.perf_counter() - train_started
     log.info("%s s%d: %d heads on layers %s in %.1f s (%d epochs)", job.pooling, job.seed, info["heads"],
              list(job.layers), train_s, info["epochs_run"])
+    reference_s = 0.0
+    if compares_precision(job):
+        reference_started = time.perf_counter()
+        reference, _ = features_for(replace(job.backbone, dtype=job.mode.reference_dtype), job.task,
+                                    job.cache_dir, job.mode.encode_batch_tokens, pooling=job.pooling)
+        close = closeness(features, reference, job.pooling, list(job.layers))
+        for result in results:
+            result.metrics.update(close[result.layer])
+        reference_s = time.perf_counter() - reference_started
     for result in results:
         # Per job: the heads of all its layers train together, so train_s is shared.
         result.timings = {"encode_s": encode_s, "train_s": train_s, "total_s": time.perf_counter() - started}
+        if reference_s:
+            result.timings["reference_s"] = reference_s  # the reference precision's entry (encoded if absent) and closeness
     return results
+
+
+def compares_precision(job: Job) -> bool:
+    """Whether the job measures its vectors against another precision's (mode.reference_dtype): a
+    job in the reference precision itself has nothing to compare."""
+    reference = getattr(job.mode, "reference_dtype", None)
+    return reference is not None and reference != job.backbone.dtype
