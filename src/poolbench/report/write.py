@@ -238,8 +238,6 @@ def accuracy_lines(runs: pd.DataFrame, summary: pd.DataFrame, predictions: dict,
         lines += arms_section(runs, out)
     if collection.protocols:
         lines += protocols_section(collection.protocols, runs_table(collection.protocols, {}), summary, out)
-    if collection.protocols:
-        lines += protocols_section(collection.protocols, runs_table(collection.protocols, {}), summary, out)
     lines += [
         "## Test accuracy (%) at the final layer", "",
         "Mean ± sd over seeds; best readout per row in bold. Every layer and setting, with 95% CIs: `summary.csv`.", "",
