@@ -27,7 +27,8 @@ import pandas as pd
 from scipy import stats
 
 from poolbench.report.collect import REFERENCE_DTYPE
-from poolbench.report.naming import SETTING, VERDICT_GROUP, at_final_layer, format_p, sort_poolings
+from poolbench.report.naming import (SETTING, VERDICT_GROUP, at_final_layer, format_p, pooling_order, sort_poolings,
+                                     values_of)
 from poolbench.report.statistics import ALPHA, across_cells, compare_to_cls, example_differences, mean_with_ci
 from poolbench.report.tables import markdown_table
 from poolbench.report.verdict import conclusion, points
@@ -102,9 +103,12 @@ def compare_verdicts(reference: pd.DataFrame, other: pd.DataFrame, correct: Mapp
     ref, oth = layer_verdicts(reference, correct, margin), layer_verdicts(other, correct, margin)
     both = ref.merge(oth, on=[*VERDICT_GROUP, "layer"], how="outer", suffixes=("_ref", "_other"))
     both["same"] = both["verdict_ref"] == both["verdict_other"]
-    order = {layer: i for i, layer in enumerate(sorted(set(both["layer"]) - {FINAL}, key=int) + [FINAL])}
-    return (sort_poolings(both.assign(layer_rank=both["layer"].map(order)), ["family", "init", "mode", "layer_rank"])
-            .drop(columns="layer_rank").reset_index(drop=True))
+    # Each pooling's layers in order, its final-layer row last.
+    layer_rank = {layer: i for i, layer in enumerate(sorted(set(both["layer"]) - {FINAL}, key=int) + [FINAL])}
+    pooling_rank = {pooling: i for i, pooling in enumerate(pooling_order(both["pooling"]))}
+    ranked = both.assign(pooling_rank=both["pooling"].map(pooling_rank), layer_rank=both["layer"].map(layer_rank))
+    return (ranked.sort_values(["family", "init", "mode", "pooling_rank", "layer_rank"])
+            .drop(columns=["pooling_rank", "layer_rank"]).reset_index(drop=True))
 
 
 def setting_name(row) -> str:
@@ -186,7 +190,8 @@ def precision_section(runs: pd.DataFrame, others: pd.DataFrame, correct: Mapping
             f"{other} against {REFERENCE_DTYPE}: {len(settings)} settings (backbone x task x pooling x layer) run in "
             f"both, {len(pairs)} runs of each, paired by seed. A seed draws the same training rows, head "
             f"initialisation and minibatch order in both precisions: the seed is the unit of replication, each "
-            f"gives one difference, and intervals are 95% t-intervals over seeds (p: paired t-test over seeds).", "",
+            f"gives one difference, and intervals are 95% t-intervals over seeds (p: paired t-test over seeds). "
+            f"The {other} runs computed on: {values_of(paired_other['machine'].fillna('not recorded'))}.", "",
             decision(settings, verdicts, other), "",
             f"### Accuracy: {other} − {REFERENCE_DTYPE}, final layer", "",
             f"Test accuracy (%) as the mean over seeds in each precision; diff in points. Every layer: `precision.csv` "
