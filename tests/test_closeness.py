@@ -110,7 +110,8 @@ def test_a_probe_job_records_its_closeness_to_the_reference_precision(make_cfg, 
         assert record.metrics["precision/cosine"] == pytest.approx(cosines.mean(), abs=1e-9)
         assert record.metrics["precision/cosine_min"] == pytest.approx(cosines.min(), abs=1e-9)
         assert record.metrics["precision/cka"] == pytest.approx(hsic_cka(a, b), rel=1e-6)
-        assert record.config["mode"]["reference_dtype"] == "float32" and record.config["backbone"]["dtype"] == "bfloat16"
+        assert record.config["mode"]["reference_dtype"] == "float32"
+        assert record.config["backbone"]["dtype"] == "bfloat16"
     # The reference precision's own job compares nothing, and its run id is the one it has without the setting.
     plain = make_cfg(*PROBE, "backbone.dtype=float32")
     same = make_cfg(*PROBE, "backbone.dtype=float32", "mode.reference_dtype=float32")

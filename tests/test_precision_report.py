@@ -133,7 +133,8 @@ def test_the_other_precision_stays_out_of_every_other_table(close_study, tmp_pat
     collection = collect(*read_local([tmp_path]))
     assert sorted((r.factors.backbone, r.config["backbone"]["dtype"]) for r in collection.finished) == [
         ("enc-a", "float32"), ("enc-c", "bfloat16")]
-    assert [(r.factors.backbone, r.config["backbone"]["dtype"]) for r in collection.precisions] == [("enc-a", "bfloat16")]
+    assert [(r.factors.backbone, r.config["backbone"]["dtype"]) for r in collection.precisions] == [
+        ("enc-a", "bfloat16")]
 
 
 def test_a_readout_compared_with_itself_has_difference_zero(tmp_path, fast_records):

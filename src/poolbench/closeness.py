@@ -59,6 +59,7 @@ def closeness(features: FeatureSet, reference: FeatureSet, pooling: str, layers:
     out = {}
     for i, layer in enumerate(layers):
         cosines = row_cosines(ours[i], theirs[i])
-        out[layer] = {f"{METRIC_PREFIX}/cosine": float(cosines.mean()), f"{METRIC_PREFIX}/cosine_min": float(cosines.min()),
+        out[layer] = {f"{METRIC_PREFIX}/cosine": float(cosines.mean()),
+                      f"{METRIC_PREFIX}/cosine_min": float(cosines.min()),
                       f"{METRIC_PREFIX}/cka": linear_cka(ours[i].numpy(), theirs[i].numpy())}
     return out

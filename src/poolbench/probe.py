@@ -308,7 +308,8 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
         # Per job: the heads of all its layers train together, so train_s is shared.
         result.timings = {"encode_s": encode_s, "train_s": train_s, "total_s": time.perf_counter() - started}
         if reference_s:
-            result.timings["reference_s"] = reference_s  # the reference precision's entry (encoded if absent) and closeness
+            # The reference precision's entry (encoded when absent) and the closeness.
+            result.timings["reference_s"] = reference_s
     return results
 
 

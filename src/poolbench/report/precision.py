@@ -207,8 +207,8 @@ def precision_section(runs: pd.DataFrame, others: pd.DataFrame, correct: Mapping
             "### How close the vectors are", "",
         ]
         if measured:
-            lines += [f"Per layer, on the test split: the cosine between a text's {REFERENCE_DTYPE} and {other} vector, "
-                      f"averaged over texts, and the linear CKA of the two matrices (1: the same geometry up to a "
+            lines += [f"Per layer, on the test split: the cosine between a text's {REFERENCE_DTYPE} and {other} "
+                      f"vector, averaged over texts, and the linear CKA of the two matrices (1: the same geometry up to a "
                       f"rotation and a scale), each the lowest over tasks. Per task, with the smallest cosine of any "
                       f"text: `precision.csv`.", "", markdown_table(closeness_for_markdown(settings)), ""]
         else:
