@@ -316,5 +316,4 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
 def compares_precision(job: Job) -> bool:
     """Whether the job measures its vectors against another precision's (mode.reference_dtype): a
     job in the reference precision itself has nothing to compare."""
-    reference = getattr(job.mode, "reference_dtype", None)
-    return reference is not None and reference != job.backbone.dtype
+    return job.mode.reference_dtype is not None and job.mode.reference_dtype != job.backbone.dtype
