@@ -286,7 +286,9 @@ def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], sett
 
 def run(job: Job, logger: Any = None) -> list[RunResult]:
     """Probe mode: the cached features of (backbone, task), encoded on first use, then the heads of
-    every layer in `job.layers` trained together. `logger` is unused: the job owner logs results."""
+    every layer in `job.layers` trained together; with `mode.reference_dtype` naming another precision than
+    the job's, also each layer's closeness to that precision's vectors (poolbench.closeness). `logger` is
+    unused: the job owner logs results."""
     started = time.perf_counter()
     features, encode_s = features_for(job.backbone, job.task, job.cache_dir, job.mode.encode_batch_tokens,
                                       pooling=job.pooling)
