@@ -145,7 +145,7 @@ def test_a_readout_compared_with_itself_has_difference_zero(tmp_path, fast_recor
     assert (settings["diff"] == 0).all() and (settings["ci_low"] == 0).all() and (settings["ci_high"] == 0).all()
     assert settings["p"].isna().all()  # no spread over seeds: nothing to test
     assert verdicts["same"].all() and "becomes the default for probe studies" in report
-    assert "| enc-a | cls | 1.0000 / 1.0000 | 1.0000 / 1.0000 |" in report
+    assert "| enc-a | cls | 1.000000 / 1.000000 | 1.000000 / 1.000000 |" in report
 
 
 def test_a_verdict_that_moves_keeps_float32_and_is_named(tmp_path, fast_records):
@@ -168,7 +168,7 @@ def test_a_verdict_that_moves_keeps_float32_and_is_named(tmp_path, fast_records)
     outside = settings[settings["diff"].abs() > 0.003]
     assert len(outside) == 8 and (outside["pooling"] == "mean").all() and (outside["layer"] == 4).all()
     # The closeness table shows the lowest over tasks: t2's.
-    assert re.search(r"\| enc-a \| mean \| 0\.9500 / 0\.9970 \| 0\.9500 / 0\.9970 \|", report)
+    assert re.search(r"\| enc-a \| mean \| 0\.950000 / 0\.997000 \| 0\.950000 / 0\.997000 \|", report)
 
 
 def test_a_study_in_one_precision_has_no_precision_section(tmp_path, fast_records):

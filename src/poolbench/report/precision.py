@@ -159,7 +159,8 @@ def closeness_for_markdown(settings: pd.DataFrame) -> pd.DataFrame:
     """Per backbone and pooling, one column per layer: the lowest over tasks of the mean cosine and of the
     linear CKA, "cosine / CKA" ("–" where a readout is constant over texts: CKA is undefined)."""
     lowest = settings.groupby(["backbone", "pooling", "layer"], dropna=False)[["cosine", "cka"]].min().reset_index()
-    lowest["text"] = [f"{cos:.4f} / " + ("–" if pd.isna(cka) else f"{cka:.4f}")
+    # Six decimals: bfloat16 keeps about three significant digits, so cosines sit within 1e-4 of 1.
+    lowest["text"] = [f"{cos:.6f} / " + ("–" if pd.isna(cka) else f"{cka:.6f}")
                       for cos, cka in zip(lowest["cosine"], lowest["cka"])]
     grid = lowest.pivot(index=["backbone", "pooling"], columns="layer", values="text").fillna("")
     grid.columns = [f"L{layer}" for layer in grid.columns]
