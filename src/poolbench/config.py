@@ -216,6 +216,10 @@ class ProbeConfig:
     learning_curve: LearningCurveConfig = field(default_factory=LearningCurveConfig)
     mdl: MDLConfig = field(default_factory=MDLConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    # A precision study: the precision whose cached vectors every run of another precision is compared
+    # with (poolbench.closeness: cosine and linear CKA per layer on the test split, `precision/*` metrics);
+    # its entry is encoded on first use, as that precision's own jobs would. null compares nothing.
+    reference_dtype: Optional[Dtype] = None
 
 
 @dataclass
@@ -371,6 +375,9 @@ def validate(config: Config) -> None:
             raise ConfigError(f"pooling=attention with mode.protocol={config.mode.protocol.value}: the attention "
                               "readout's query is trained with the probe's heads (mode.protocol=full); the other "
                               "protocols read fixed cached vectors. Use mode.protocol=full, or another pooling.")
+        if config.mode.reference_dtype == Dtype.auto:
+            raise ConfigError("mode.reference_dtype=auto: name the precision to compare with, float32 or bfloat16 "
+                              "(auto resolves per machine, so it would compare different things on different ones).")
     if config.backbone.padding_side not in (None, "left", "right"):
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
     if config.pooling.name == Pooling.pooler:
