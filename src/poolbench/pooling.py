@@ -98,6 +98,14 @@ def _weighted_mean(hidden_states: Tensor, mask: Tensor) -> Tensor:
     return summed / weights.sum(dim=1, keepdim=True)
 
 
+def _ratio(magnitude: Tensor, mask: Tensor, max_abs: Tensor) -> Tensor:
+    """max_abs [batch, seq] over the median of `magnitude` [batch, seq, hidden] over each text's real tokens."""
+    real = torch.where(mask.bool().unsqueeze(-1), magnitude, torch.nan).flatten(1)  # padding out of the median
+    median = real.nanmedian(dim=1).values[:, None]
+    return torch.where(median > 0, max_abs / median.clamp_min(torch.finfo(torch.float32).tiny),
+                       torch.where(max_abs > 0, torch.inf, 0.0))
+
+
 def activation_extremes(hidden_states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(ratio, max_abs, top_dim) per token of [batch, seq, hidden]: its largest |activation|, that over the
     median |activation| of its text's REAL tokens at this layer (every dimension: Sun et al.'s median; a token's
@@ -106,11 +114,7 @@ def activation_extremes(hidden_states: Tensor, mask: Tensor) -> tuple[Tensor, Te
     (inf where one token's are not)."""
     magnitude = hidden_states.detach().float().abs()
     max_abs, top_dim = magnitude.max(-1)
-    real = torch.where(mask.bool().unsqueeze(-1), magnitude, torch.nan).flatten(1)  # padding out of the median
-    median = real.nanmedian(dim=1).values[:, None]
-    ratio = torch.where(median > 0, max_abs / median.clamp_min(torch.finfo(torch.float32).tiny),
-                        torch.where(max_abs > 0, torch.inf, 0.0))
-    return ratio, max_abs, top_dim
+    return _ratio(magnitude, mask, max_abs), max_abs, top_dim
 
 
 def is_massive(ratio: Tensor, max_abs: Tensor) -> Tensor:
@@ -119,9 +123,18 @@ def is_massive(ratio: Tensor, max_abs: Tensor) -> Tensor:
 
 
 def massive_positions(hidden_states: Tensor, mask: Tensor) -> Tensor:
-    """bool [batch, seq]: the real tokens with a massive activation at this layer (`is_massive`)."""
-    ratio, max_abs, _ = activation_extremes(hidden_states, mask)
-    return mask.bool() & is_massive(ratio, max_abs)
+    """bool [batch, seq]: the real tokens with a massive activation at this layer (`is_massive`). The medians
+    (a sort of every activation of a text) are taken only for texts with an activation above MASSIVE_VALUE:
+    elsewhere no token can be massive, which is most texts of most layers (the feature cache pools every
+    layer of every batch with it)."""
+    mask = mask.bool()
+    max_abs = hidden_states.detach().abs().amax(-1).float()
+    massive = mask & (max_abs > MASSIVE_VALUE)
+    rows = massive.any(1).nonzero().flatten()
+    if rows.numel():
+        magnitude = hidden_states[rows].detach().float().abs()
+        massive[rows] &= is_massive(_ratio(magnitude, mask[rows], max_abs[rows]), max_abs[rows])
+    return massive
 
 
 def check_inputs(hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
