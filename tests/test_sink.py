@@ -37,7 +37,7 @@ from poolbench.diagnose.tokens import tokenize_texts
 from poolbench.jobs import run_job
 from poolbench.pooling import first_token_index, massive_positions, pool
 from poolbench.report.sink import SinkThresholds, nsp_lines, verdict
-from poolbench.report.write import MultirunReport, build_report
+from poolbench.report.write import MultirunReport, build_report, main
 from test_backbones import load, needs  # noqa: F401 (load: a fixture)
 from test_diagnose import TEXTS, needs_smollm2
 from test_diagnose_mode import SMALL
@@ -389,6 +389,18 @@ def test_the_sink_section_from_real_diagnose_and_probe_jobs(make_cfg, tmp_path):
     final = runs[(runs["mode"] == "probe") & (runs["layer"] == 2)].pivot(index="seed", columns="pooling", values="test/acc")
     difference = 100 * (final["mean_nosink"] - final["mean"]).mean()
     assert "### The sink-free mean" in text and f"{difference:+.1f} points" in text and "paired over 2 seeds" in text
+    # thresholds from the command line: nothing is 100 points above the floor, so nothing is a summary
+    strict = tmp_path / "strict"
+    assert main([*map(str, dirs), "--out", str(strict), "--sink-min-decodable", "1"]) == 0
+    assert "summary" not in set(pd.read_csv(strict / "sink.csv")["verdict"])
+    assert "linear probe is 100% above the majority floor" in (strict / "REPORT.md").read_text()
+
+
+def test_a_threshold_out_of_range_is_refused_by_the_command_line_naming_its_option(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--out", str(tmp_path / "out"), "--sink-harmful-ablation", "2"])
+    assert "harmful_ablation=2.0 (--sink-harmful-ablation, or hydra.callbacks.report.sink.harmful_ablation) is " \
+           "out of range: a fraction in [0, 1]" in capsys.readouterr().err
 
 
 def arm_rows(verdicts: dict[str, list[str]], shares: dict[str, list[float]], decodable: dict[str, list[float]]):
