@@ -254,8 +254,10 @@ def test_mean_nosink_of_a_decoder_whose_h0_is_one_vector_for_every_input(load):
 
 @needs_smollm2
 def test_smollm2s_mean_without_its_sink_is_input_dependent_where_its_plain_mean_is_not(load):
-    """The issue's measurement: at SmolLM2's layers 12-28 the first word is a massive sink and the plain mean
-    of different texts has cosine 0.99+; without position 0 (and any massive position) the cosine falls."""
+    """The issue's measurement: at SmolLM2's layers 12-28 the first word is a massive sink, and in the middle of
+    that range the plain means of different texts have cosine 0.99+ (measured here: 0.996-1.000 at layers 12 and
+    20 for these four texts; 0.95-1.00 at layer 28); without position 0 (and any massive position) every pair's
+    cosine falls (0.73-0.90 here)."""
     backbone = load("smollm2-135m")
     batch = tokenize_texts(backbone, TEXTS)
     with torch.inference_mode():
@@ -266,8 +268,10 @@ def test_smollm2s_mean_without_its_sink_is_input_dependent_where_its_plain_mean_
         assert massive_positions(states[layer], mask)[torch.arange(len(TEXTS)), first_token_index(mask.bool())].all()
         mean, nosink = (torch.nn.functional.normalize(pool(states[layer], mask, p), dim=-1)
                         for p in ("mean", "mean_nosink"))
-        assert (mean @ mean.T)[off_diagonal].min() > 0.99
-        assert (nosink @ nosink.T)[off_diagonal].mean() < 0.9
+        pairs, pairs_nosink = (mean @ mean.T)[off_diagonal], (nosink @ nosink.T)[off_diagonal]
+        assert (pairs_nosink < pairs).all() and pairs_nosink.mean() < 0.9
+        if layer < 28:
+            assert pairs.min() > 0.99
 
 
 # --------------------------------------------------------------------------- verdict and report
@@ -370,7 +374,7 @@ def test_the_sink_section_from_real_diagnose_and_probe_jobs(make_cfg, tmp_path):
     report = build_report(dirs, tmp_path / "report")
     text = report.read_text()
     assert "## Sink or summary" in text and "mean-abl. Δothers" in text
-    for figure in ("sink-tiny-bert-mcid.png", "sink-tiny-gpt2-mcid.png"):  # cited by file name, and there
+    for figure in ("sink-tiny-bert-random-mcid.png", "sink-tiny-gpt2-random-mcid.png"):  # by file name (random init)
         assert f"![{figure}]({figure})" in text and f"`{figure}`:" in text and (tmp_path / "report" / figure).exists()
     table = pd.read_csv(tmp_path / "report" / "sink.csv")
     assert len(table) == 2 * 3 and set(table["verdict"]) <= {"summary", "sink", "mixed"}
@@ -393,7 +397,7 @@ def test_the_sink_section_from_real_diagnose_and_probe_jobs(make_cfg, tmp_path):
     strict = tmp_path / "strict"
     assert main([*map(str, dirs), "--out", str(strict), "--sink-min-decodable", "1"]) == 0
     assert "summary" not in set(pd.read_csv(strict / "sink.csv")["verdict"])
-    assert "linear probe is 100% above the majority floor" in (strict / "REPORT.md").read_text()
+    assert "linear probe is 100 accuracy points above the majority floor" in (strict / "REPORT.md").read_text()
 
 
 def test_a_threshold_out_of_range_is_refused_by_the_command_line_naming_its_option(tmp_path, capsys):

@@ -101,9 +101,11 @@ def _probe_above_floor(table: pd.DataFrame, summary: pd.DataFrame | None) -> pd.
     diagnose records' majority floor; NaN where the study has no such probe."""
     if summary is None or summary.empty or "mode" not in summary:
         return pd.Series(np.nan, index=table.index)
+    keys = [*BACKBONE, "task", "layer"]
     probe = summary[(summary["mode"] == "probe") & (summary["pooling"] == "cls")]
-    probe = probe[[*BACKBONE, "task", "layer", "acc_mean"]].rename(columns={"acc_mean": "probe_cls"})
-    merged = table[[*BACKBONE, "task", "layer"]].merge(probe, on=[*BACKBONE, "task", "layer"], how="left")
+    probe = probe[[*keys, "acc_mean"]].rename(columns={"acc_mean": "probe_cls"})
+    seed = {"backbone_seed": lambda frame: pd.to_numeric(frame["backbone_seed"])}  # None (object) and NaN alike
+    merged = table[keys].assign(**seed).merge(probe.assign(**seed), on=keys, how="left")
     return pd.Series(merged["probe_cls"].to_numpy(dtype=float), index=table.index) - table["floor"]
 
 
@@ -351,7 +353,8 @@ def _nsp_task_lines(task: str, arms: pd.DataFrame) -> list[str]:
     decodable = paired_t(nsp["decodable"], pairs["decodable"], seen)
     turned = int(((pairs["verdict"] == "sink") & (nsp["verdict"] == "summary")).sum())
     layer = int(nsp["layer"].max())
-    transitions = "; ".join(f"p{int(seed)}: {pairs.loc[seed, 'verdict']} → {nsp.loc[seed, 'verdict']}" for seed in seeds)
+    transitions = "; ".join(f"p{int(seed)}: {pairs.loc[seed, 'verdict']} → {nsp.loc[seed, 'verdict']}"
+                            for seed in seeds)
     layers = arms.groupby("arm")["verdict"].apply(lambda v: (v == "sink").sum())
 
     def moved(name: str, stats: dict) -> str:
@@ -359,11 +362,11 @@ def _nsp_task_lines(task: str, arms: pd.DataFrame) -> list[str]:
                     f"[{100 * stats['ci_low']:+.1f}, {100 * stats['ci_high']:+.1f}]")
         return f"{name} by {100 * stats['diff']:+.1f} points ({interval})"
 
-    line = (f"- **Does the NSP loss turn a sink into a summary?** On {task}, at the final layer ({layer}), h_0 without the NSP "
-            f"loss ({NSP_PAIR[1]}) is {_counts(pairs['verdict'])} and with it ({NSP_PAIR[0]}) {_counts(nsp['verdict'])} "
-            f"of {len(seeds)} pretraining seeds, paired by seed ({transitions}); the NSP loss moves h_0's "
+    line = (f"- **Does the NSP loss turn a sink into a summary?** On {task}, at the final layer ({layer}), h_0 "
+            f"without the NSP loss ({NSP_PAIR[1]}) is {_counts(pairs['verdict'])} and with it ({NSP_PAIR[0]}) "
+            f"{_counts(nsp['verdict'])} of {len(seeds)} pretraining seeds, paired by seed ({transitions}); the NSP loss moves h_0's "
             f"{moved('variance share', share)} and its {moved('decodability above the floor', decodable)}, "
-            f"n = {len(seeds)} pretraining seeds. Over every layer: {int(layers.get(NSP_PAIR[1], 0))} sink layers "
+            f"n = {len(seeds)} pretraining seeds. Over every layer and seed: {int(layers.get(NSP_PAIR[1], 0))} sink layers "
             f"without NSP, {int(layers.get(NSP_PAIR[0], 0))} with it.")
     includes = all(pd.isna(s["ci_low"]) or s["ci_low"] <= 0 <= s["ci_high"] for s in (share, decodable))
     if turned == 0 and includes:
@@ -382,14 +385,14 @@ def _definition(thresholds: SinkThresholds) -> str:
     t = thresholds
     return ("Verdict per layer, the definition of a sink and of a summary: **sink** = h_0 is near-constant (under "
             f"{t.min_variance_share:.0%} of its energy varies across inputs), NOT decodable (neither its k-NN nor its "
-            f"linear probe is {t.min_decodable:.0%} above the majority floor), carries an attention-sink signature "
-            f"(massive for at least {t.massive_share:.0%} of the texts, or a value-weighted share to position 0 under "
-            f"{t.value_discount:.0%} of its raw share), and mean-ablating it (Sun et al.: position 0 replaced after the "
+            f"linear probe is {100 * t.min_decodable:g} accuracy points above the majority floor), carries an "
+            f"attention-sink signature (massive for at least {t.massive_share:.0%} of the texts, or a value-weighted "
+            f"share to position 0 under {t.value_discount:.0%} of its raw share), and mean-ablating it (Sun et al.: position 0 replaced after the "
             "layer by its mean over training texts) costs no other readout's final probe; **summary** = h_0 varies "
             f"by at least {t.min_variance_share:.0%}, is decodable, and mean-ablating it costs another readout's final "
-            f"probe at least {t.harmful_ablation:.0%} with a 95% interval over texts below 0; **mixed** otherwise. "
-            "The ablation is measured after the layers `mode.ablation_layers` picks (never the embeddings or the final "
-            "layer); where it was not, it vetoes neither verdict. Δ in accuracy points; Δothers is the worst of mean, "
+            f"probe at least {100 * t.harmful_ablation:g} points with a 95% interval over texts below 0; **mixed** "
+            "otherwise. The ablation is measured after the layers `mode.ablation_layers` picks (never the embeddings or "
+            "the final layer); where it was not, it vetoes neither verdict. Δ in accuracy points; Δothers is the worst of mean, "
             "max, last and the nospecial readouts (the cls probe is not evidence: a decoder's final h_0 is position "
             "0's by construction); zero-ablation beside it as the contrast. Thresholds: `poolbench-report "
             "--sink-<name> VALUE` or, after a sweep, `hydra.callbacks.report.sink.<name>=VALUE` "
@@ -399,7 +402,7 @@ def _definition(thresholds: SinkThresholds) -> str:
 def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = SinkThresholds(),
                  summary: pd.DataFrame | None = None) -> list[str]:
     """REPORT.md's "Sink or summary" section, `sink.csv` and one `sink-<backbone>-<task>.png` per backbone and
-    task; [] without diagnose records of measures version >= 2. `summary`: the probe runs' summary
+    task (`-random` after the name of a random-init control); [] without diagnose records of measures version >= 2. `summary`: the probe runs' summary
     (statistics.summarize), whose cls probe joins the decodability."""
     for stale in Path(out).glob("sink*.png"):
         stale.unlink()
@@ -424,13 +427,13 @@ def sink_section(runs: pd.DataFrame, out: Path, thresholds: SinkThresholds = Sin
     lines += ["", *nsp_lines(first)]
     lines += nosink_lines(nosink_accuracy(runs))
     lines += ["### Verdict per layer", "", markdown_table(verdict_table(first, thresholds)), ""]
-    for (name, task), rows in first.groupby(["backbone", "task"], sort=False):
+    for (name, init, task), rows in first.groupby(["backbone", "init", "task"], sort=False):
         rows = rows[rows["backbone_seed"].fillna(-1) == rows["backbone_seed"].fillna(-1).min()]
-        path = out / f"sink-{_slug(name)}-{_slug(task)}.png"
+        path = out / f"sink-{_slug(name)}{'' if init == 'pretrained' else f'-{init}'}-{_slug(task)}.png"
+        seed = "" if rows["backbone_seed"].isna().all() else " (the smallest pretraining seed's backbone)"
         plot_sink(rows, path)
-        seed = "" if rows["backbone_seed"].isna().all() else f", pretraining seed p{int(rows['backbone_seed'].min())}"
         lines += [f"![{path.name}]({path.name})", "",
-                  f"`{path.name}`: {name} on {task}{seed}, over layers: input dependence (variance share per readout, "
+                  f"`{path.name}`: {backbone_label(rows.iloc[0])} on {task}{seed}, over layers: input dependence (variance share per readout, "
                   "CKA), h_0's / the last token's / the most extreme content token's largest activation over the "
                   "layer's median (log scale; dotted: Sun et al.'s 1,000x), content queries' raw vs value-weighted "
                   "attention to position 0 (95% band over texts), and the final probes' accuracy change when position "
