@@ -33,6 +33,7 @@ class Pooling(Enum):
     weighted_mean = "weighted_mean"  # SGPT: token i of n real tokens weighs i
     mean_nospecial = "mean_nospecial"  # over content tokens: only where the tokenizer adds special tokens
     max_nospecial = "max_nospecial"
+    mean_nosink = "mean_nosink"  # without position 0 and massive-activation positions (attention sinks)
     cls_mean = "cls_mean"  # [h_0 ; mean]: a head input of 2 x hidden
     first_last_avg = "first_last_avg"  # mean of (first transformer layer + this layer) / 2: layers >= 1
     pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it

@@ -35,7 +35,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from huggingface_hub import try_to_load_from_cache
@@ -301,16 +301,24 @@ def _config_facts(directory: Path) -> dict:
             "hidden_size": config.get("hidden_size", config.get("n_embd"))}
 
 
+def backbone_entry(name: str) -> Any:
+    """conf/backbone/<name>.yaml as Hydra merges it, without the schema: an option that extends another of
+    the group (a plain name in its defaults list, as the NSP ablation's arms extend `pretrained`) is that
+    option with its own keys over it."""
+    entry = OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml")
+    parents = [item for item in entry.pop("defaults", []) if isinstance(item, str) and item != "_self_"
+               and not item.startswith("/")]
+    return OmegaConf.merge(*(backbone_entry(parent) for parent in parents), entry)
+
+
 def backbone_options() -> dict[str, BackboneConfig]:
     """Every conf/backbone/*.yaml by option name (what `backbone=<name>` selects), over the schema and
-    resolved as Hydra composes it: the `pretrained` option's name and family follow from its recipe."""
+    resolved as Hydra composes it outside a run: the `pretrained` options' names and families follow from
+    their recipes (a recipe seed that follows the run's `seed` is 0 here)."""
     register()  # the resolvers that options interpolate
-    options = {}
-    for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
-        entry = OmegaConf.load(path)
-        entry.pop("defaults", None)
-        options[path.stem] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), entry))
-    return options
+    return {path.stem: OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig),
+                                                           backbone_entry(path.stem)))
+            for path in sorted((CONF_DIR / "backbone").glob("*.yaml"))}
 
 
 def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
