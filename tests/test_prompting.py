@@ -59,13 +59,17 @@ def smollm2_tokenizer(cache_dir):
 def test_the_prompted_tokens_decode_to_the_template_around_the_text(smollm2_tokenizer):
     # SmolLM2's byte-level BPE decodes to the exact string, and its tokenizer adds no special token.
     tokenized = tokenize_prompted(small_task(), smollm2_tokenizer, PROMPTEOL, max_length=128)["test"]
+
+    def decode(ids: list[int]) -> str:
+        return smollm2_tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+
     for text, ids, length in zip(TEXTS, tokenized["input_ids"], tokenized["length"]):
-        assert smollm2_tokenizer.decode(ids) == f'This sentence : "{text}" means in one word:"' and length == len(ids)
+        assert decode(ids) == f'This sentence : "{text}" means in one word:"' and length == len(ids)
     # Truncated: the text keeps exactly what the plain encoding keeps (8 tokens), the template all of its own.
     [long] = tokenize_prompted(small_task([TEXTS[2]]), smollm2_tokenizer, PROMPTEOL, max_length=8)["test"]["input_ids"]
-    kept = smollm2_tokenizer.decode(smollm2_tokenizer(TEXTS[2], truncation=True, max_length=8)["input_ids"])
-    assert kept == "A much longer sentence, with punctuation and"
-    assert smollm2_tokenizer.decode(long) == apply_template(PROMPTEOL, kept)
+    kept = decode(smollm2_tokenizer(TEXTS[2], truncation=True, max_length=8)["input_ids"])
+    assert TEXTS[2].startswith(kept) and len(kept) < len(TEXTS[2])
+    assert decode(long) == apply_template(PROMPTEOL, kept)
 
 
 def test_a_tokenizer_that_appends_a_special_token_ends_on_the_template(make_cfg):
@@ -174,14 +178,14 @@ def test_label_word_log_probs_equal_a_softmax_over_the_models_logits(make_cfg, s
         inputs = {name: values[:, :-1] for name, values in inputs.items()}  # without [SEP]
         with torch.inference_mode():
             final = backbone.model(**inputs).last_hidden_state[0, -1]
-        by_hand = (final @ backbone.model.wte.weight.T).log_softmax(-1)[tokens]
+            by_hand = (final @ backbone.model.wte.weight.T).log_softmax(-1)[tokens]
         torch.testing.assert_close(ours[i], by_hand, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2_label_word_log_probs_equal_its_causal_lm(make_cfg, cache_dir):
-    config = typed_config(make_cfg("backbone=smollm2-135m", "task=mcid", "mode=probe", "pooling=label_words"))
+    config = typed_config(make_cfg("backbone=smollm2-135m", "task=mcid", "mode=probe"))
     backbone, lm = load_causal_lm(config.backbone, cache_dir)
     tokens = label_word_tokens(backbone.tokenizer, PROMPTEOL, ["no", "yes"], {"no": "bad", "yes": "good"})
     assert backbone.tokenizer.convert_ids_to_tokens(tokens) == ["bad", "good"]  # no leading space after the quote
@@ -212,7 +216,7 @@ def test_a_label_words_job_scores_test_once_and_every_seed_reuses_it(make_cfg, t
 
 @pytest.mark.parametrize("overrides, why", [
     (["backbone=tiny-bert", "task=mcid", "pooling=prompt_last"],
-     r"backbone tiny-bert is an encoder \(family encoder_mlm\).*Use a decoder: .*backbone=smollm2-135m"),
+     r"backbone tiny-bert is an encoder \(family encoder_nsp\).*Use a decoder: .*backbone=smollm2-135m"),
     (["backbone=minilm-l6", "task=rotten_tomatoes", "pooling=label_words"], r"backbone minilm-l6 is an encoder"),
     (["backbone=tiny-gpt2", "task=mcid", "pooling=label_words"],
      r"task mcid has no label-word map \(task.label_words\).*task=rotten_tomatoes"),
