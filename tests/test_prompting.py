@@ -12,6 +12,8 @@ feature keys.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
@@ -21,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from poolbench.backbones import PACKAGED, load_backbone, load_causal_lm
 from poolbench.config import CONF_DIR, ConfigError, validate
 from poolbench.features import feature_identity, feature_key, features_for, features_root
-from poolbench.jobs import MODES, run_job, typed_config
+from poolbench.jobs import MODES, plan_job, run_job, typed_config
 from poolbench.prompting import PROMPTEOL
 from poolbench.prompting.entry import prompted_features, prompted_identity
 from poolbench.prompting.label_words import next_token_log_probs
@@ -234,6 +236,7 @@ def test_a_prompt_readout_that_cannot_apply_is_refused_before_any_work(tmp_path,
                                            f"paths.cache_dir={cache}", "mode=probe", *overrides])
     with pytest.raises(ConfigError, match=why):
         validate(typed_config(cfg))
+    assert re.search(why, plan_job(cfg).refused)  # a sweep's plan counts it as refused by design
     with pytest.raises(ConfigError, match=why):  # a sweep's job: refused, and the sweep goes on
         run_job(cfg, tmp_path / "run")
     assert read_record(tmp_path / "run").status == "refused"
@@ -243,3 +246,20 @@ def test_a_prompt_readout_that_cannot_apply_is_refused_before_any_work(tmp_path,
 def test_finetuning_a_prompt_readout_is_refused(make_cfg):
     with pytest.raises(ConfigError, match=r"pooling=prompt_last reads a frozen decoder .*: use mode=probe"):
         make_cfg("backbone=tiny-gpt2", "task=mcid", "pooling=prompt_last")
+
+
+MAPPED = sorted(path.stem for path in (CONF_DIR / "task").glob("*.yaml") if "label_words:" in path.read_text())
+
+
+@pytest.mark.parametrize("name", [name for name in MAPPED if name not in ("sst2", "ag_news", "trec_coarse")])  # offline
+def test_every_packaged_label_word_map_names_each_label_with_a_token_of_its_own(make_cfg, cache_dir, name):
+    config = typed_config(make_cfg("backbone=tiny-gpt2", f"task={name}", "mode=probe", "pooling=label_words"))
+    task = load_task(config.task, cache_dir)
+    assert set(config.task.label_words) == set(task.label_names)
+    tokenizers = [load_backbone(config.backbone, cache_dir).tokenizer]
+    if PACKAGED["smollm2-135m"].installed():
+        tokenizers.append(AutoTokenizer.from_pretrained(PACKAGED["smollm2-135m"].locate(cache_dir)))
+    for tokenizer in tokenizers:  # distinct first tokens, and each the start of its word
+        tokens = label_word_tokens(tokenizer, PROMPTEOL, task.label_names, config.task.label_words)
+        for label, token in zip(task.label_names, tokens):
+            assert config.task.label_words[label].startswith(tokenizer.decode([token]).strip())
