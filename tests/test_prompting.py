@@ -32,14 +32,16 @@ from poolbench.records import read_predictions, read_record, run_identity
 from poolbench.tasks import Task, load_task
 
 PREFIX, SUFFIX = PROMPTEOL.split("{text}")
-TEXTS = ["What is corona?", "hi", "A much longer sentence, with punctuation and numbers like 42, to make the others pad.",
+TEXTS = ["What is corona?", "hi",
+         "A much longer sentence, with punctuation and numbers like 42, to make the others pad.",
          'A text with "quotes" and {braces} in it']
 needs_smollm2 = pytest.mark.skipif(not PACKAGED["smollm2-135m"].installed(), reason="smollm2-135m is not installed")
 
 
 def small_task(texts: list[str] = TEXTS) -> Task:
     """A single-text task whose every split holds `texts` (labels alternate 0/1)."""
-    split = Dataset.from_dict({"id": list(range(len(texts))), "text": texts, "label": [i % 2 for i in range(len(texts))]})
+    split = Dataset.from_dict({"id": list(range(len(texts))), "text": texts,
+                               "label": [i % 2 for i in range(len(texts))]})
     return Task(name="small", splits=DatasetDict({s: split for s in ("train", "validation", "test")}),
                 label_names=["no", "yes"], text_fields=("text",), fingerprint="small")
 
@@ -124,7 +126,8 @@ def test_prompt_last_is_the_last_template_token_state_of_the_text_alone(make_cfg
 
 def test_a_prompt_last_probe_trains_heads_on_its_own_entry_and_leaves_plain_keys_alone(make_cfg, tmp_path):
     cache = tmp_path / "cache"
-    probe = ["backbone=tiny-gpt2", "task=mcid", "mode=probe", "layer=all", "mode.max_epochs=2", f"paths.cache_dir={cache}"]
+    probe = ["backbone=tiny-gpt2", "task=mcid", "mode=probe", "layer=all", "mode.max_epochs=2",
+             f"paths.cache_dir={cache}"]
     records = run_job(make_cfg(*probe, "pooling=prompt_last"), tmp_path / "prompted")
     assert [(r.status, r.factors.pooling, r.factors.layer) for r in records] == [("finished", "prompt_last", l)
                                                                               for l in range(3)]
@@ -223,7 +226,8 @@ def test_a_label_words_job_scores_test_once_and_every_seed_reuses_it(make_cfg, t
     (["backbone=tiny-gpt2", "task=mcid", "pooling=label_words"],
      r"task mcid has no label-word map \(task.label_words\).*task=rotten_tomatoes"),
     (["backbone=tiny-gpt2", "task=nsp_bbc", "pooling=prompt_last"], r"task=nsp_bbc is a task of sentence pairs"),
-    (["backbone=tiny-gpt2", "task=rotten_tomatoes", "pooling=label_words", "layer=1"], r"layer=1 with pooling=label_words"),
+    (["backbone=tiny-gpt2", "task=rotten_tomatoes", "pooling=label_words", "layer=1"],
+     r"layer=1 with pooling=label_words"),
     (["backbone=tiny-gpt2", "task=rotten_tomatoes", "pooling=label_words", "mode.protocol=mdl"],
      r"mode.protocol=mdl with pooling=label_words"),
     (["backbone=tiny-gpt2", "task=mcid", "pooling=prompt_last", "pooling.template='no placeholder'"],

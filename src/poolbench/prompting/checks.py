@@ -22,7 +22,8 @@ from poolbench.tasks.catalog import PAIR_SOURCES
 
 def _options(group: str, has) -> list[str]:
     """The options of a config group whose yaml satisfies `has`, for messages naming what to use instead."""
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml") if has(yaml.safe_load(path.read_text()) or {}))
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")
+                  if has(yaml.safe_load(path.read_text()) or {}))
 
 
 def check_prompt_readout(config: Config) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 from poolbench.assets import build_once
 from poolbench.backbones import Backbone, load_backbone
 from poolbench.config import BackboneConfig, TaskConfig
-from poolbench.features import MANIFEST, EncodeStats, FeatureSet, encode_split, feature_identity, feature_key, features_root
+from poolbench.features import (MANIFEST, EncodeStats, FeatureSet, encode_split, feature_identity, feature_key,
+                                features_root)
 from poolbench.prompting import PROMPT_VERSION
 from poolbench.prompting.template import tokenize_prompted
 from poolbench.tasks import SPLITS, Task, load_task

@@ -38,7 +38,8 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
     else:
         results = PROTOCOLS[job.mode.protocol](features, dataclasses.replace(job, pooling=READOUT))
     train_s = time.perf_counter() - train_started
-    log.info("%s %s s%d: layers %s in %.1f s", job.mode.protocol.value, job.pooling, job.seed, list(job.layers), train_s)
+    log.info("%s %s s%d: layers %s in %.1f s", job.mode.protocol.value, job.pooling, job.seed, list(job.layers),
+             train_s)
     for result in results:
         result.timings = {"encode_s": encode_s, "train_s": train_s, "total_s": time.perf_counter() - started}
     return results
