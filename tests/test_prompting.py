@@ -230,6 +230,8 @@ def test_a_label_words_job_scores_test_once_and_every_seed_reuses_it(make_cfg, t
      r"layer=1 with pooling=label_words"),
     (["backbone=tiny-gpt2", "task=rotten_tomatoes", "pooling=label_words", "mode.protocol=mdl"],
      r"mode.protocol=mdl with pooling=label_words"),
+    (["backbone=tiny-gpt2", "task=mcid", "pooling=prompt_last", "mode.reference_dtype=bfloat16"],
+     r"mode.reference_dtype=bfloat16 with pooling=prompt_last"),
     (["backbone=tiny-gpt2", "task=mcid", "pooling=prompt_last", "pooling.template='no placeholder'"],
      r"pooling.template='no placeholder'"),
 ])

@@ -41,6 +41,11 @@ def check_prompt_readout(config: Config) -> None:
     if template is None or template.count("{text}") != 1:
         raise ConfigError(f"pooling.template={template!r}: pooling={pooling} needs a template with {{text}} exactly "
                           f"once, where the text goes; PromptEOL's is pooling.template='{PROMPTEOL}'.")
+    reference = config.mode.reference_dtype
+    if reference is not None and reference != config.backbone.dtype:
+        raise ConfigError(f"mode.reference_dtype={reference.value} with pooling={pooling}: the closeness to another "
+                          "precision is measured on the plain feature entries, not on prompted ones; leave "
+                          "mode.reference_dtype=null for the prompt readouts.")
     if config.task.text_pair_column or config.task.source in PAIR_SOURCES:
         raise ConfigError(f"task={config.task.name} is a task of sentence pairs; pooling={pooling}'s template wraps "
                           "one text. Use a single-text task (task=mcid, task=trec, ...).")
