@@ -20,11 +20,11 @@ def test_the_default_config_composes_and_is_typed(make_cfg):
     ("override", "message"),
     [
         ("pooling.name=sum", r"expected one of \[cls, mean, max, last, weighted_mean, mean_nospecial, max_nospecial, "
-                             r"mean_nosink, cls_mean, first_last_avg, pooler, attention\][\s\S]*full_key: pooling.name"),
+                             r"mean_nosink, cls_mean, first_last_avg, pooler, attention, prompt_last, label_words\]"
+                             r"[\s\S]*full_key: pooling.name"),
         ("pooling=sum", r"Could not find 'pooling/sum'\s+Available options in 'pooling':\s+attention\s+cls\s+"
-                        r"cls_mean\s+first_last_avg\s+last\s+max\s+max_nospecial\s+mean\s+mean_nosink\s+mean_nospecial\s+"
-                        r"pooler\s+"
-                        r"weighted_mean\s+Config"),
+                        r"cls_mean\s+first_last_avg\s+label_words\s+last\s+max\s+max_nospecial\s+mean\s+mean_nosink\s+"
+                        r"mean_nospecial\s+pooler\s+prompt_last\s+weighted_mean\s+Config"),
         ("mode.lr=fast", r"Value 'fast' of type 'str' could not be converted to Float[\s\S]*full_key: mode.lr"),
         ("seed=zero", r"Value 'zero' of type 'str' could not be converted to Integer[\s\S]*full_key: seed"),
         ("backbone.max_length=long", r"full_key: backbone.max_length"),

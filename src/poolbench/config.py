@@ -38,6 +38,9 @@ class Pooling(Enum):
     first_last_avg = "first_last_avg"  # mean of (first transformer layer + this layer) / 2: layers >= 1
     pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it
     attention = "attention"  # softmax(q . h) over real tokens, q learned with the head (poolbench.attention_pooling)
+    # Decoder readouts of a prompted text (poolbench.prompting; `pooling.template` wraps the text):
+    prompt_last = "prompt_last"  # PromptEOL: the last token's state after the template, every layer, a head on it
+    label_words = "label_words"  # zero-shot: next-token probabilities of one word per class (task.label_words)
 
 
 class Family(Enum):
@@ -149,11 +152,16 @@ class TaskConfig:
     text_pair_column: Optional[str] = None  # second text of a sentence-pair task
     label_column: str = "label"
     hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split; empty = same names
+    # label name -> one word that names the class, for pooling=label_words (zero-shot); null = none known.
+    label_words: Optional[dict[str, str]] = None
 
 
 @dataclass
 class PoolingConfig:
     name: Pooling = MISSING
+    # The prompt readouts' template, "{text}" marking where the text goes (conf/pooling/prompt_last.yaml sets
+    # PromptEOL's); null for every other pooling, which reads the text as it is.
+    template: Optional[str] = None
 
 
 @dataclass
@@ -302,6 +310,7 @@ class Job:
     layers: tuple[int, ...]
     cache_dir: Path
     output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
+    template: Optional[str] = None  # pooling.template, for the prompt readouts (poolbench.prompting) only
 
 
 def arm_family(arm: str) -> str:
@@ -385,6 +394,9 @@ def validate(config: Config) -> None:
         _check_pooler(config)
     if config.pooling.name == Pooling.first_last_avg and config.layer == 0:
         raise _first_last_at_embeddings(config.layer)
+    if config.pooling.name in (Pooling.prompt_last, Pooling.label_words) and config.mode.name != Mode.diagnose:
+        from poolbench.prompting.checks import check_prompt_readout  # here: that module imports this one
+        check_prompt_readout(config)
     _check_pretrain(config.backbone)
     layer = config.layer
     if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
@@ -492,8 +504,8 @@ def check_recipe(recipe: Any) -> None:
 
 def pooling_layers(pooling: str, layer: int | str, num_layers: int) -> list[int]:
     """The absolute layers a job of `pooling` computes (`absolute_layers`), within what it can read: the
-    pooler reads the final layer only, first_last_avg layers 1..num_layers (layer=all starts at 1)."""
-    if pooling == Pooling.pooler.value:
+    pooler and label_words read the final layer only, first_last_avg layers 1..num_layers (layer=all starts at 1)."""
+    if pooling in (Pooling.pooler.value, Pooling.label_words.value):
         return [num_layers]
     layers = absolute_layers(layer, num_layers)
     if pooling == Pooling.first_last_avg.value:
