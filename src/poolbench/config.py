@@ -295,7 +295,10 @@ class Job:
     seed: int
     layers: tuple[int, ...]
     cache_dir: Path
-    output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
+    output_dir: Path  # the Hydra job dir (the trainer's default root); records are the job owner's
+    # Where a fine-tuning run keeps the checkpoints it resumes from: named by its run id under the output
+    # root, so that the same command re-launched into a new sweep dir finds them (poolbench.resume).
+    checkpoint_dir: Path | None = None
 
 
 def arm_family(arm: str) -> str:
