@@ -257,7 +257,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 20
     num_sanity_val_steps: int = 0
-    enable_progress_bar: bool = False
+    enable_progress_bar: Optional[bool] = None  # null: Lightning's bar on a terminal, else a log line per epoch
     enable_model_summary: bool = False
 
 

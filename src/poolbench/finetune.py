@@ -23,6 +23,7 @@ from poolbench.config import Job
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.pooling import special_token_ids
+from poolbench.progress import EpochLines, on_terminal
 from poolbench.records import RunResult
 from poolbench.resume import RandomStates, last_epoch_checkpoint, resume_point
 from poolbench.tasks import load_task
@@ -47,8 +48,12 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
     # First: `trainer.validate(ckpt_path="best")` reads the first ModelCheckpoint.
     best = ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc", mode="max",
                            save_top_k=1, save_weights_only=True)
-    trainer = L.Trainer(**dataclasses.asdict(job.trainer), logger=logger or False,
-                        callbacks=[best, last_epoch_checkpoint(checkpoints), RandomStates()],
+    trainer_args = dataclasses.asdict(job.trainer)
+    if trainer_args["enable_progress_bar"] is None:
+        trainer_args["enable_progress_bar"] = on_terminal()
+    lines = [] if trainer_args["enable_progress_bar"] else [EpochLines()]
+    trainer = L.Trainer(**trainer_args, logger=logger or False,
+                        callbacks=[best, last_epoch_checkpoint(checkpoints), RandomStates(), *lines],
                         default_root_dir=job.output_dir)
     # One process at a time trains a run (two sweeps launched at once would share its checkpoints).
     checkpoints.parent.mkdir(parents=True, exist_ok=True)
