@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wandb
+from hydra import compose, initialize_config_dir
 
-from poolbench.jobs import run_job
+from poolbench.config import CONF_DIR
+from poolbench.jobs import WANDB_RUN_ID, checkpoint_dir, make_logger, run_job, typed_config
 from poolbench.records import find_records, read_predictions
 
 RUN = ["backbone=tiny-bert", "task=mcid", "pooling=cls", "task.max_train_examples=256",
@@ -64,3 +67,19 @@ def test_a_run_killed_after_its_first_epoch_resumes_from_its_checkpoint_and_ends
     assert got["id"].tolist() == want["id"].tolist() and got["prediction"].tolist() == want["prediction"].tolist()
     np.testing.assert_allclose(np.stack(got["probs"]), np.stack(want["probs"]), atol=1e-6, rtol=0)
     assert not checkpoint.parent.exists()  # removed once the run was tested
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_a_new_run_starts_its_own(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", f"logger.save_dir={tmp_path}", "backbone=tiny-bert",
+                                           "task=mcid", f"paths.output_root={tmp_path}", f"paths.cache_dir={cache_dir}"])
+    config = typed_config(cfg)
+    resumable = checkpoint_dir(tmp_path, "0123456789abcdef")
+    ids = []
+    for directory in (resumable, resumable, None):  # launched, re-launched, launched without resumption
+        logger = make_logger(cfg, config, ["0123456789abcdef"], directory)
+        ids.append(logger.experiment.id)
+        wandb.finish()
+    assert ids[0] == ids[1] != ids[2]
+    assert (resumable / WANDB_RUN_ID).read_text() == ids[0]
