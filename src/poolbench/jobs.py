@@ -227,11 +227,13 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str], resumable: 
 
 
 PER_LAYER = "per_layer"  # W&B history keys drawn against the `layer` step metric
+TIMINGS = "timings"  # W&B summary keys of the job's timings (report.collect reads them back as timings)
 
 
 def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) -> None:
     """Every layer's `logged` metrics as `L<layer>/<metric>` summary keys (what `poolbench-report
-    --from-wandb` reads); a one-layer job also under the plain keys. In W&B also one history row per
+    --from-wandb` reads); a one-layer job also under the plain keys; the job's timings as
+    `timings/<phase>`. In W&B also one history row per
     layer, `per_layer/<metric>` against the step metric `layer`, so that a dashboard draws accuracy
     against layer (a line plot with x = layer), the study's central figure; those keys stay out of the
     summary, whose last value would be the last layer's only."""
@@ -239,6 +241,9 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
         return
     metrics = {f"L{r.factors.layer}/{key}": value for r in records for key, value in r.metrics.items() if logged(key)}
     metrics |= {key: value for key, value in records[0].metrics.items() if key.startswith("pretrain/")}
+    # The job's time (a job's runs share it), from a run it computed: for the dashboard's timings.
+    computed = [r for r in records if r.reused_from is None]
+    metrics |= {f"{TIMINGS}/{key}": value for key, value in (computed or records)[0].timings.items()}
     if len(records) == 1:
         metrics.update({key: value for key, value in records[0].metrics.items() if logged(key)})
     logger.log_metrics(metrics)
