@@ -98,11 +98,11 @@ def main() -> None:
     for row in rows:
         print(" ".join(f"{row[c]:>10}" for c in columns))
     first, last = rows[0], rows[-1]
-    growth = last["rss_mb"] - first["rss_mb"]
-    print(f"{args.backbone}, {args.mode}, logger={args.logger}, {len(rows)} jobs: RSS {first['rss_mb']} MB after job 0, "
-          f"{last['rss_mb']} MB after job {last['job']} (+{growth:.1f} MB, {growth / max(len(rows) - 1, 1):.2f} MB per "
-          f"job); peak {max(r['peak_mb'] for r in rows)} MB = {max(r['peak_mb'] for r in rows) / first['peak_mb']:.2f}x "
-          "the first job's")
+    growth, peak = last["rss_mb"] - first["rss_mb"], max(r["peak_mb"] for r in rows)
+    print(f"{args.backbone}, {args.mode}, logger={args.logger}, {len(rows)} jobs: RSS {first['rss_mb']} MB after "
+          f"job 0, {last['rss_mb']} MB after job {last['job']} (+{growth:.1f} MB, "
+          f"{growth / max(len(rows) - 1, 1):.2f} MB per job); peak {peak} MB = {peak / first['peak_mb']:.2f}x the "
+          "first job's")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ SWEEP = ["-m", "mode=probe", "layer=all", "pooling=cls,mean", "study=dash", "bac
 def logged_keys(wandb_file) -> tuple[set[str], set[str]]:
     """The history keys and the summary keys of an offline run."""
     records = wandb_records(wandb_file)
-    history = {item.key or "/".join(item.nested_key) for r in records if r.HasField("history") for item in r.history.item}
+    history = {item.key or "/".join(item.nested_key) for r in records if r.HasField("history")
+               for item in r.history.item}
     summary = {item.key or "/".join(item.nested_key) for r in records if r.HasField("summary")
                for item in r.summary.update}
     return history, summary

@@ -73,7 +73,8 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_new_run_starts_its_own(tmp_
     monkeypatch.setenv("WANDB_MODE", "offline")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["logger=wandb", f"logger.save_dir={tmp_path}", "backbone=tiny-bert",
-                                           "task=mcid", f"paths.output_root={tmp_path}", f"paths.cache_dir={cache_dir}"])
+                                           "task=mcid", f"paths.output_root={tmp_path}",
+                                           f"paths.cache_dir={cache_dir}"])
     config = typed_config(cfg)
     resumable = checkpoint_dir(tmp_path, "0123456789abcdef")
     ids = []
