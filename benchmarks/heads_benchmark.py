@@ -17,7 +17,9 @@ time an earlier commit beside this one:
 Every repeat runs each source once, in a fresh process (PYTHONPATH=<src>), in rotated order so that
 load drift on a shared machine hits every source alike. Printed: the machine (lscpu model name, its
 bf16 flags), torch threads and load average; per source the heads seconds of every repeat (all jobs
-summed), the best and the median, and the first source's best divided by each source's best. The
+summed), wall and CPU (the process's, all threads: on a shared machine less at the mercy of the other
+processes than wall time), the best and the median, and the first source's best divided by each
+source's best. The
 sources must give the same selections (weight decay and epoch per layer) and metrics (to 1e-3):
 the script prints the largest metric difference and fails when they do not.
 """
@@ -68,7 +70,7 @@ def run_jobs(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     register()
-    seconds, results = {}, {}
+    seconds, cpu_seconds, results = {}, {}, {}
     for task in args.tasks.split(","):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=["logger=none", "mode=probe", f"backbone={args.backbone}",
@@ -79,12 +81,12 @@ def run_jobs(args: argparse.Namespace) -> dict:
         for pooling in args.poolings.split(","):
             for seed in map(int, args.seeds.split(",")):
                 job = f"{args.backbone}/{task}/{pooling}/s{seed}"
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 records, _ = probe_layers(features, pooling, layers, config.mode, seed, args.max_train_examples)
-                seconds[job] = time.perf_counter() - started
+                seconds[job], cpu_seconds[job] = time.perf_counter() - started, time.process_time() - cpu_started
                 results[job] = [{"layer": r.layer, "metrics": r.metrics, "selection": r.selection} for r in records]
     return {"package": poolbench.__file__, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "seconds": seconds, "results": results}
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "results": results}
 
 
 def worker_command(args: argparse.Namespace) -> list[str]:
@@ -134,22 +136,28 @@ def main() -> None:
     for repeat in range(args.repeats):
         for src in sources[repeat % len(sources):] + sources[:repeat % len(sources)]:
             runs[src].append(run_source(args, src))
-            print(f"  repeat {repeat + 1}: {src}: {sum(runs[src][-1]['seconds'].values()):.2f} s", flush=True)
+            last = runs[src][-1]
+            print(f"  repeat {repeat + 1}: {src}: {sum(last['seconds'].values()):.2f} s wall, "
+                  f"{sum(last['cpu_seconds'].values()):.2f} s CPU", flush=True)
     first = runs[sources[0]][0]
     jobs = list(first["seconds"])
     print(f"jobs: {len(jobs)} ({', '.join(jobs)}), every layer, {args.max_train_examples} training rows; "
           f"torch {first['torch']}, {first['threads']} torch threads")
-    best = {src: min(sum(run["seconds"].values()) for run in runs[src]) for src in sources}
     failed = False
-    print("| source | seconds per repeat | best | median | first's best / best | max metric diff | selections differing |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| source | wall s per repeat | best | median | first's best / best | CPU s per repeat | best "
+          "| first's best / best | max metric diff | selections differing |")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    totals = {src: {kind: [sum(run[kind].values()) for run in runs[src]] for kind in ("seconds", "cpu_seconds")}
+              for src in sources}
     for src in sources:
-        totals = [sum(run["seconds"].values()) for run in runs[src]]
+        wall, cpu = totals[src]["seconds"], totals[src]["cpu_seconds"]
         comparisons = [compare(first, run) for run in runs[src]]
         worst, differing = max(c[0] for c in comparisons), max(c[1] for c in comparisons)
         failed |= worst > TOLERANCE or differing > 0
-        print(f"| {src} | {', '.join(f'{t:.2f}' for t in totals)} | {best[src]:.2f} | {statistics.median(totals):.2f} "
-              f"| {best[sources[0]] / best[src]:.2f}x | {worst:.2g} | {differing} |")
+        print(f"| {src} | {', '.join(f'{t:.2f}' for t in wall)} | {min(wall):.2f} | {statistics.median(wall):.2f} "
+              f"| {min(totals[sources[0]]['seconds']) / min(wall):.2f}x | {', '.join(f'{t:.2f}' for t in cpu)} "
+              f"| {min(cpu):.2f} | {min(totals[sources[0]]['cpu_seconds']) / min(cpu):.2f}x | {worst:.2g} "
+              f"| {differing} |")
     print("per job, best over repeats (s): " + "; ".join(
         f"{job} " + " / ".join(f"{min(run['seconds'][job] for run in runs[src]):.2f}" for src in sources)
         for job in jobs))
