@@ -22,26 +22,47 @@ def blobs(n: int, layers: int = 3, hidden: int = 8, labels: int = 4, seed: int =
     return centres[:, y] + torch.randn(layers, n, hidden, generator=generator), y
 
 
-def test_one_batched_head_is_torch_adamw_on_a_linear_layer():
-    x, y = blobs(96, layers=1)
-    val_x, val_y = blobs(32, layers=1, seed=1)
-    lr, wd, seed, batch_size = 0.05, 0.1, 3, 16
-    heads = train_heads(x, y, val_x, val_y, [0], [wd], 4, seed, lr, batch_size, max_epochs=1, patience=5)
-
-    weight, bias = init_heads([0], [wd], seed, 8, 4)
-    linear = nn.Linear(8, 4)
+def torch_adamw_head(x: torch.Tensor, y: torch.Tensor, wd: float, lr: float, seed: int, batch_size: int,
+                     epochs: int) -> nn.Linear:
+    """The reference: head (layer 0, wd) of `init_heads` as an nn.Linear, trained by torch.optim.AdamW
+    (weight decay on the weight only) on the minibatches `train_heads` draws for this seed."""
+    weight, bias = init_heads([0], [wd], seed, x.shape[-1], 4)
+    linear = nn.Linear(x.shape[-1], 4)
     with torch.no_grad():
         linear.weight.copy_(weight[0, :, 0].T)
         linear.bias.copy_(bias[0, 0])
     optimizer = torch.optim.AdamW([{"params": [linear.weight], "weight_decay": wd},
                                    {"params": [linear.bias], "weight_decay": 0.0}], lr=lr)
     order = torch.Generator().manual_seed(seed_of("order", seed))
-    for batch in torch.randperm(96, generator=order).split(batch_size):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(linear(x[0, batch]), y[batch]).backward()
-        optimizer.step()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(y), generator=order).split(batch_size):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(linear(x[0, batch]), y[batch]).backward()
+            optimizer.step()
+    return linear
+
+
+def test_one_batched_head_is_torch_adamw_on_a_linear_layer():
+    x, y = blobs(96, layers=1)
+    val_x, val_y = blobs(32, layers=1, seed=1)
+    lr, wd, seed, batch_size = 0.05, 0.1, 3, 16
+    heads = train_heads(x, y, val_x, val_y, [0], [wd], 4, seed, lr, batch_size, max_epochs=1, patience=5)
+    linear = torch_adamw_head(x, y, wd, lr, seed, batch_size, epochs=1)
     torch.testing.assert_close(heads.weight[0, :, 0], linear.weight.detach().T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(heads.bias[0, 0], linear.bias.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_a_head_that_outlives_the_other_heads_of_its_layer_is_still_torch_adamw():
+    # The strongly decayed head stops first and leaves the program; the other trains on alone.
+    x, y = blobs(260, layers=1)
+    x, y, val_x, val_y = x[:, :200].clone(), y[:200], x[:, 200:].clone(), y[200:]  # same blobs: val can improve
+    lr, seed, batch_size, decays = 0.01, 0, 32, [0.0, 30.0]
+    heads = train_heads(x, y, val_x, val_y, [0], decays, 4, seed, lr, batch_size, max_epochs=40, patience=3)
+    assert int(heads.epoch[0, 1]) + 3 < int(heads.epoch[0, 0])  # head 0's best epoch came after head 1 stopped
+    for d, wd in enumerate(decays):
+        linear = torch_adamw_head(x, y, wd, lr, seed, batch_size, epochs=int(heads.epoch[0, d]))
+        torch.testing.assert_close(heads.weight[0, :, d], linear.weight.detach().T, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(heads.bias[0, d], linear.bias.detach(), atol=1e-5, rtol=1e-4)
 
 
 def test_heads_trained_together_equal_heads_trained_alone():

@@ -1,9 +1,10 @@
 """Probe mode: linear softmax heads on cached pooled vectors of a frozen backbone, many at once.
 
 One job = one pooling, one seed, one or all layers. Its heads are every (layer, weight decay)
-pair, trained together as ONE batched tensor program: weights [layers, hidden, decays x labels]
-and a batched matmul (torch.baddbmm) per step, with hand-written gradients and a vectorised
-AdamW, so 7 layers x 5 decays cost about as much Python as one head. Each head is still exactly
+pair, trained together as ONE tensor program: per layer and step, one matmul gives the logits of
+all its heads (weights [hidden, decays x labels]) and one their hand-written gradients; AdamW
+updates every head at once on flat buffers (`LiveHeads`). A head that stops leaves the program,
+so a job computes only the heads still training. Each head is still exactly
 `Linear(hidden, n_labels)` + cross-entropy, the head fine-tuning uses.
 
 Choices, and why:
@@ -93,15 +94,6 @@ def head_logits(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.reshape(L, 1, D * C), x, weight.reshape(L, H, D * C)).view(L, x.shape[1], D, C)
 
 
-def _loss_acc(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy per head, [L, D] each."""
-    log_probs = logits.log_softmax(-1)
-    index = y.view(1, -1, 1, 1).expand(*logits.shape[:3], 1)
-    loss = -log_probs.gather(-1, index).squeeze(-1).mean(1)
-    acc = (logits.argmax(-1) == y.view(1, -1, 1)).float().mean(1)
-    return loss, acc
-
-
 @dataclass
 class HeadsResult:
     """Best (early-stopped) state of every head: [L, D] grids, and the weights at that state."""
@@ -121,6 +113,125 @@ class HeadsResult:
         return chosen
 
 
+@dataclass
+class HeadGroup:
+    """Live layers that have the same number k of live heads: one batched matmul trains them all."""
+
+    positions: Tensor  # [G]: the layers' positions in train_x and in the [L, D] grids
+    decays: Tensor  # [G, k]: each layer's live heads, as positions in the weight-decay grid
+    val_x: Tensor  # [G, m, H]: the layers' validation vectors
+
+    @property
+    def heads(self) -> int:
+        return self.decays.numel()
+
+
+@dataclass
+class LiveHeads:
+    """The heads still training and their AdamW state, in flat buffers.
+
+    A buffer holds, group after group, the group's weights [G, H, k x C] then its biases [G, k x C]
+    (`views`). AdamW is elementwise, so its update runs once on each whole buffer: a handful of ops
+    per step, whatever the number of heads. A stopped head leaves the buffers (`keep`), and its
+    layer moves to the group of its remaining head count: there are at most as many groups as
+    weight decays, so a step costs a few batched matmuls however many layers the job has."""
+
+    hidden: int
+    num_labels: int
+    groups: list[HeadGroup]
+    shrink: Tensor  # per element: decoupled weight decay's factor 1 - lr x wd; 1 for a bias
+    params: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+
+    @classmethod
+    def start(cls, weight: Tensor, bias: Tensor, shrink: Tensor, val_x: Tensor) -> LiveHeads:
+        """weight [L, H, D, C], bias [L, D, C]; shrink [D], the decay factor of each grid position."""
+        L, H, D, C = weight.shape
+        group = HeadGroup(positions=torch.arange(L), decays=torch.arange(D).expand(L, D), val_x=val_x)
+        params = torch.cat([weight.reshape(-1), bias.reshape(-1)])
+        factor = torch.cat([shrink.view(1, 1, D, 1).expand(L, H, D, C).reshape(-1), torch.ones(L * D * C)])
+        return cls(hidden=H, num_labels=C, groups=[group], shrink=factor, params=params,
+                   exp_avg=torch.zeros_like(params), exp_avg_sq=torch.zeros_like(params))
+
+    def views(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """(weights [G, H, k x C], biases [G, k x C]) of every group, views of a flat buffer."""
+        H, C = self.hidden, self.num_labels
+        parts = flat.split([size for group in self.groups for size in (group.heads * H * C, group.heads * C)])
+        return [(weight.view(len(group.positions), H, -1), bias.view(len(group.positions), -1))
+                for group, weight, bias in zip(self.groups, parts[::2], parts[1::2])]
+
+    def index(self) -> tuple[Tensor, Tensor]:
+        """(layer position, decay position) of every live head, in buffer order."""
+        return (torch.cat([group.positions.repeat_interleave(group.decays.shape[1]) for group in self.groups]),
+                torch.cat([group.decays.reshape(-1) for group in self.groups]))
+
+    def step(self, train_x: Tensor, batch: Tensor, onehot: Tensor, lr: float, step: int) -> None:
+        """One AdamW step of every live head on the rows `batch` of train_x [L, n, H] (onehot [B, C])."""
+        B, C = len(batch), self.num_labels
+        rows = train_x.view(-1, self.hidden)  # layer i's row j is row i x n + j: one index_select per group
+        grad = torch.empty_like(self.params)
+        for group, (weight, bias), (grad_w, grad_b) in zip(self.groups, self.views(self.params), self.views(grad)):
+            index = (group.positions.unsqueeze(1) * train_x.shape[1] + batch).view(-1)
+            x = rows.index_select(0, index).view(len(group.positions), B, self.hidden)
+            grad_logits = torch.baddbmm(bias.unsqueeze(1), x, weight).view(len(x), B, -1, C).softmax(-1)
+            # d(mean CE)/d logits = (softmax - onehot) / B, for each head separately.
+            grad_logits = grad_logits.sub_(onehot.view(1, B, 1, C)).div_(B).view(len(x), B, -1)
+            torch.bmm(x.transpose(1, 2), grad_logits, out=grad_w)
+            torch.sum(grad_logits, 1, out=grad_b)
+        # torch.optim.AdamW's single-tensor update, per element: decoupled decay, then the Adam step.
+        self.params.mul_(self.shrink)
+        step_size, root_correction2 = lr / (1 - BETAS[0] ** step), math.sqrt(1 - BETAS[1] ** step)
+        self.exp_avg.lerp_(grad, 1 - BETAS[0])
+        self.exp_avg_sq.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
+        self.params.addcdiv_(self.exp_avg, self.exp_avg_sq.sqrt().div_(root_correction2).add_(EPS), value=-step_size)
+
+    def validate(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean cross-entropy and accuracy of every live head on the validation rows: [K] each."""
+        losses, accs = [], []
+        for group, (weight, bias) in zip(self.groups, self.views(self.params)):
+            logits = torch.baddbmm(bias.unsqueeze(1), group.val_x, weight)
+            logits = logits.view(len(weight), len(y), -1, self.num_labels)
+            index = y.view(1, -1, 1, 1).expand(*logits.shape[:3], 1)
+            losses.append(-logits.log_softmax(-1).gather(-1, index).squeeze(-1).mean(1).reshape(-1))
+            accs.append((logits.argmax(-1) == y.view(1, -1, 1)).float().mean(1).reshape(-1))
+        return torch.cat(losses), torch.cat(accs)
+
+    def save(self, best: HeadsResult, improved: Tensor) -> None:
+        """Copy the heads marked in `improved` [K] into best.weight and best.bias."""
+        H, C = self.hidden, self.num_labels
+        for group, (weight, bias), mask in zip(self.groups, self.views(self.params),
+                                               improved.split([group.heads for group in self.groups])):
+            mask = mask.view(group.decays.shape)
+            layer, decay = group.positions.unsqueeze(1).expand_as(mask)[mask], group.decays[mask]
+            best.weight[layer, :, decay] = weight.view(len(weight), H, -1, C).transpose(1, 2)[mask]
+            best.bias[layer, decay] = bias.view(len(bias), -1, C)[mask]
+
+    def keep(self, alive: Tensor) -> LiveHeads:
+        """The heads marked in `alive` [K], with their parameters and AdamW state, regrouped."""
+        H, C = self.hidden, self.num_labels
+        rows = []  # (remaining heads, position, group, row, mask) of every layer that keeps a head
+        for g, (group, mask) in enumerate(zip(self.groups, alive.split([group.heads for group in self.groups]))):
+            for row, row_mask in enumerate(mask.view(group.decays.shape)):
+                if row_mask.any():
+                    rows.append((int(row_mask.sum()), int(group.positions[row]), g, row, row_mask))
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        members = [[r for r in rows if r[0] == k] for k in sorted({r[0] for r in rows}, reverse=True)]
+        groups = [HeadGroup(positions=torch.tensor([position for _, position, *_ in member]),
+                            decays=torch.stack([self.groups[g].decays[row][mask] for *_, g, row, mask in member]),
+                            val_x=torch.stack([self.groups[g].val_x[row] for *_, g, row, _ in member]))
+                  for member in members]
+
+        def select(flat: Tensor) -> Tensor:
+            views = self.views(flat)
+            return torch.cat([part for member in members for part in (
+                torch.stack([views[g][0][row].view(H, -1, C)[:, mask] for *_, g, row, mask in member]).reshape(-1),
+                torch.stack([views[g][1][row].view(-1, C)[mask] for *_, g, row, mask in member]).reshape(-1))])
+
+        return LiveHeads(hidden=H, num_labels=C, groups=groups, shrink=select(self.shrink), params=select(self.params),
+                         exp_avg=select(self.exp_avg), exp_avg_sq=select(self.exp_avg_sq))
+
+
 def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, layers: Sequence[int],
                 weight_decays: Sequence[float], num_labels: int, seed: int, lr: float, batch_size: int,
                 max_epochs: int, patience: int) -> HeadsResult:
@@ -130,60 +241,42 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
     minibatch AdamW on its own mean cross-entropy, and stops after `patience` epochs without a
     validation gain (accuracy up, or equal accuracy and loss down by MIN_LOSS_DELTA); its best state is kept.
 
-    Only layers with a head still training are computed: once every head of a layer has stopped,
-    the layer leaves the program (its weights, optimiser state and validation rows are dropped).
-    Within a live layer a stopped head keeps stepping with the others (masking it would cost a
-    pass over all weights per step), but nothing reads it again: its best state is frozen and heads
-    share no parameter or statistic, so no other head can tell (tested)."""
+    Only heads still training are computed: a head that stops leaves the program (its weights and
+    optimiser state are dropped; its best state is frozen). Heads share no parameter or statistic,
+    so no other head can tell (tested)."""
     L, n, H = train_x.shape
     D, C = len(weight_decays), num_labels
+    train_x = train_x.contiguous()  # LiveHeads.step reads its rows as one [L x n, H] matrix
     weight, bias = init_heads(layers, weight_decays, seed, H, C)
-    decay = torch.tensor([float(wd) for wd in weight_decays]).view(1, 1, D, 1)
-    m_w, v_w, m_b, v_b = (torch.zeros_like(t) for t in (weight, weight, bias, bias))
     best = HeadsResult(val_acc=torch.full((L, D), -1.0), val_loss=torch.full((L, D), float("inf")),
                        epoch=torch.zeros(L, D, dtype=torch.long), weight=weight.clone(), bias=bias.clone(),
                        epochs_run=0)
-    active = torch.ones(L, D, dtype=torch.bool)
+    heads = LiveHeads.start(weight, bias, 1 - lr * torch.tensor([float(wd) for wd in weight_decays]), val_x)
     waited = torch.zeros(L, D, dtype=torch.long)
-    live = torch.arange(L)  # positions (in train_x and best) of the layers still computed
     order = torch.Generator().manual_seed(seed_of("order", seed))
-    onehot_all = torch.nn.functional.one_hot(train_y, C).float()
+    onehot = torch.nn.functional.one_hot(train_y, C).float()
     step = 0
     progress = Progress(max_epochs, f"training {L * D} heads", "epochs")  # early stopping may end it sooner
     for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(n, generator=order).split(batch_size):
-            x = train_x[live.unsqueeze(1), batch]  # [L', B, H]: the live layers' rows of this batch
-            grad_logits = head_logits(x, weight, bias).softmax(-1)
-            # d(mean CE)/d logits = (softmax - onehot) / B, for each head separately.
-            grad_logits.sub_(onehot_all[batch].view(1, len(batch), 1, C)).div_(len(batch))
-            grad_w = torch.bmm(x.transpose(1, 2), grad_logits.view(len(live), len(batch), D * C)).view(weight.shape)
-            grad_b = grad_logits.sum(1)
             step += 1
-            # torch.optim.AdamW's single-tensor update, per head: decoupled decay, then the Adam step.
-            weight.mul_(1 - lr * decay)
-            step_size, root_correction2 = lr / (1 - BETAS[0] ** step), math.sqrt(1 - BETAS[1] ** step)
-            for param, grad, m, v in ((weight, grad_w, m_w, v_w), (bias, grad_b, m_b, v_b)):
-                m.lerp_(grad, 1 - BETAS[0])
-                v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
-                param.addcdiv_(m, v.sqrt().div_(root_correction2).add_(EPS), value=-step_size)
+            heads.step(train_x, batch, onehot[batch], lr, step)
         progress.update()
-        val_loss, val_acc = _loss_acc(head_logits(val_x, weight, bias), val_y)
-        best_acc, best_loss = best.val_acc[live], best.val_loss[live]
-        improved = active[live] & ((val_acc > best_acc) | ((val_acc == best_acc) & (val_loss < best_loss - MIN_LOSS_DELTA)))
-        best.val_acc[live] = torch.where(improved, val_acc, best_acc)
-        best.val_loss[live] = torch.where(improved, val_loss, best_loss)
-        best.epoch[live] = torch.where(improved, epoch, best.epoch[live])
-        best.weight[live] = torch.where(improved.view(-1, 1, D, 1), weight, best.weight[live])
-        best.bias[live] = torch.where(improved.view(-1, D, 1), bias, best.bias[live])
-        waited[live] = torch.where(improved, 0, waited[live] + 1)
-        active[live] &= waited[live] < patience
+        val_loss, val_acc = heads.validate(val_y)
+        layer, decay = heads.index()
+        best_acc, best_loss = best.val_acc[layer, decay], best.val_loss[layer, decay]
+        improved = (val_acc > best_acc) | ((val_acc == best_acc) & (val_loss < best_loss - MIN_LOSS_DELTA))
+        best.val_acc[layer, decay] = torch.where(improved, val_acc, best_acc)
+        best.val_loss[layer, decay] = torch.where(improved, val_loss, best_loss)
+        best.epoch[layer, decay] = torch.where(improved, epoch, best.epoch[layer, decay])
+        heads.save(best, improved)
+        waited[layer, decay] = torch.where(improved, 0, waited[layer, decay] + 1)
         best.epochs_run = epoch
-        keep = active[live].any(1)
-        if not keep.any():
+        alive = waited[layer, decay] < patience
+        if not alive.any():
             break
-        if not keep.all():
-            live = live[keep]
-            weight, bias, m_w, v_w, m_b, v_b, val_x = (t[keep] for t in (weight, bias, m_w, v_w, m_b, v_b, val_x))
+        if not alive.all():
+            heads = heads.keep(alive)
     progress.close()
     return best
 
