@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
-from poolbench.backbones import backbone_depth, known_facts, load_backbone
+from poolbench.backbones import backbone_depth, backbone_facts, known_facts
 from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, Source, check_special_tokens, plain_fields,
                               pooling_layers, validate)
 from poolbench.machine import precision_warning, resolve_dtype
@@ -167,16 +167,6 @@ def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors
                    backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
 
-def adds_special_tokens(config: Config, cache_dir: Path) -> bool:
-    """Whether the backbone's tokenizer adds special tokens: recorded at its first load here, else loaded
-    once (which records it; also when the facts were recorded before this one existed)."""
-    facts = known_facts(config.backbone, cache_dir)
-    if facts is None or "adds_special_tokens" not in facts:
-        load_backbone(config.backbone, cache_dir)
-        facts = known_facts(config.backbone, cache_dir)
-    return facts["adds_special_tokens"]
-
-
 def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
     return Path(output_dir) / "records" / f"{pooling}-L{layer}-s{seed}"
 
@@ -274,9 +264,9 @@ def plan_job(cfg: DictConfig) -> PlannedJob:
     pooling = pooling_factor(config)
     try:
         if pooling in NOSPECIAL_POOLINGS:
-            if "adds_special_tokens" not in (facts or {}):
+            if facts is None or facts.adds_special_tokens is None:
                 return PlannedJob(cell, unknown=f"backbone {config.backbone.name}'s tokenizer was never loaded here")
-            check_special_tokens(pooling, config.backbone.name, facts["adds_special_tokens"])
+            check_special_tokens(pooling, config.backbone.name, facts.adds_special_tokens)
         layers = pooling_layers(pooling, config.layer, backbone_depth(config.backbone, cache_dir))
     except ConfigError as error:
         return PlannedJob(cell, refused=str(error))
@@ -354,7 +344,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         resolved["backbone"]["location"] = config.backbone.location
         num_layers = backbone_depth(config.backbone, cache_dir)  # without loading it: the mode does
         if pooling in NOSPECIAL_POOLINGS:  # a check that needs the tokenizer, before any work
-            check_special_tokens(pooling, config.backbone.name, adds_special_tokens(config, cache_dir))
+            facts = backbone_facts(config.backbone, cache_dir)  # loads it once where the tokenizer is not recorded
+            check_special_tokens(pooling, config.backbone.name, facts.adds_special_tokens)
         layers = pooling_layers(pooling, config.layer, num_layers)
     except ConfigError as error:
         refused(error)
