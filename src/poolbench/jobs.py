@@ -4,13 +4,16 @@ A job is one (backbone, task, pooling, seed, mode) and one layer, or all layers 
 diagnose job measures every readout at once, so its pooling factor is ALL_READOUTS). Each of its
 layers is one run, identified by exactly what its mode reads:
 
-  0. pretraining: a `backbone.pretrain` recipe is built into the cache if absent (pretrain.build,
-     under the cache's lock) and named by its location; its facts join every record's metrics.
-  1. identity: per layer, the mode's ALLOW-list of config entries (`Mode.identity`) hashed into a
-     run_id (records.run_identity). Speed knobs, logging, output paths and, for a probe, the
-     trainer it never reads are not identity, so re-launching a study on a GPU node, with more
-     workers or another encoding batch size reuses what finished.
-  2. reuse: a finished run with that id (records.find_finished) is copied, not computed.
+  0. plan: the job's layers and, per layer, the mode's ALLOW-list of config entries (`Mode.identity`)
+     hashed into a run_id (records.run_identity), derived by `derive_plan` from what is on disk (the
+     sweep's plan and the reusing sweeper derive it the same way). Speed knobs, logging, output paths
+     and, for a probe, the trainer it never reads are not identity, so re-launching a study on a GPU
+     node, with more workers or another encoding batch size reuses what finished.
+  1. reuse: a job whose every run finished is copied before anything is read or built.
+  2. pretraining: a `backbone.pretrain` recipe is built into the cache if absent (pretrain.build,
+     under the cache's lock) and named by its location; its facts join every record's metrics. A
+     plan that was unknown (a recipe not built, a backbone never loaded here) is derived again now,
+     with the backbone's config or tokenizer at hand; a finished run (records.find_finished) is copied.
   3. run: the mode computes the remaining layers from a `config.Job` of plain settings and
      returns `records.RunResult`s; this module writes them as `records.Record`s, one per layer, in
      `<job dir>/records/<pooling>-L<layer>-s<seed>/`. A failure leaves failed records and re-raises.
@@ -228,64 +231,93 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# The plan of a job: its run ids, without running or loading anything
+# The plan of a job: its layers and run ids, derived once, by one path for the plan and the job
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """What a job of a sweep would compute, found from its config and what is on disk only."""
+    """What a job computes (`derive_plan`): refused, unknown, or its layers and their run ids."""
 
     cell: tuple[str, str, str]  # (backbone, task, mode): whose past timings estimate its time
     run_ids: tuple[str, ...] = ()  # one per layer it computes
     layers: tuple[int, ...] = ()  # those layers, in the same order
-    refused: str | None = None  # validation refuses it: nothing would run, by design
+    num_layers: int | None = None  # the backbone's depth, where the layers are known
+    refused: str | None = None  # settings that do not combine (validation, depth, tokenizer): nothing runs, by design
     unknown: str | None = None  # why its runs cannot be named before it runs (it counts as to run)
 
 
+def _cell(config: Config) -> tuple[str, str, str]:
+    return config.backbone.name, config.task.name, config.mode.name.value
+
+
+def derive_plan(config: Config, cache_dir: Path, *, load: bool = False) -> PlannedJob:
+    """The plan of a validated job, as both `plan_job` and `run_job` derive it: refused where its
+    backbone cannot give its readout or layer, unknown where its runs cannot be named yet, else its
+    layers and their run ids, named with the location of its pretraining recipe where it has one
+    (`config` itself is not changed).
+
+    load=False: from the config and what is on disk only, never building, converting or loading:
+    a pretraining recipe not built yet, a backbone never loaded here, or (for a nospecial pooling)
+    a tokenizer never loaded here leaves the job unknown.
+    load=True: for run_job after its pretraining stage, of a job that was unknown: the depth is read
+    from the backbone's config where it is not recorded (a packaged backbone is converted if need be),
+    and a nospecial pooling loads the backbone once where its tokenizer is not recorded."""
+    cell = _cell(config)
+    backbone = config.backbone
+    if backbone.pretrain is not None and not backbone.location:  # a recipe is named where it is built
+        recipe = recipe_of(backbone.pretrain, cache_dir)
+        if not (pretrained_dir(recipe, cache_dir) / "config.json").exists():
+            return PlannedJob(cell, unknown=f"pretraining recipe {recipe.name} is not built yet")
+        backbone = dataclasses.replace(backbone, location=recipe.name)
+    facts = known_facts(backbone, cache_dir)
+    if facts is None and not load and backbone.source != Source.tiny:
+        return PlannedJob(cell, unknown=f"backbone {backbone.name} was never loaded here")
+    config = dataclasses.replace(config, backbone=backbone)
+    pooling = pooling_factor(config)
+    try:
+        num_layers = backbone_depth(backbone, cache_dir)  # recorded, a tiny architecture's, or (load) its config's
+        if pooling in NOSPECIAL_POOLINGS:  # a check that needs the tokenizer, before any work
+            if load:
+                facts = backbone_facts(backbone, cache_dir)
+            if facts is None or facts.adds_special_tokens is None:
+                return PlannedJob(cell, unknown=f"backbone {backbone.name}'s tokenizer was never loaded here")
+            check_special_tokens(pooling, backbone.name, facts.adds_special_tokens)
+        layers = pooling_layers(pooling, config.layer, num_layers)
+    except ConfigError as error:
+        return PlannedJob(cell, refused=str(error))
+    identity = MODES[config.mode.name].identity
+    return PlannedJob(cell, run_ids=tuple(run_identity(identity(config, layer)) for layer in layers),
+                      layers=tuple(layers), num_layers=num_layers)
+
+
 def plan_job(cfg: DictConfig) -> PlannedJob:
-    """The run ids of a job as `run_job` names them, but never building, converting or loading: a
-    backbone whose depth is not recorded here yet, or a pretraining recipe not built yet, leaves
-    the job `unknown` (to run)."""
+    """The plan of a job as `run_job` derives it before running anything (`derive_plan`, load=False):
+    never building, converting or loading."""
     config = typed_config(cfg)
-    mode = MODES[config.mode.name]
-    cell = (config.backbone.name, config.task.name, config.mode.name.value)
     try:
         validate(config)
     except ConfigError as error:
-        return PlannedJob(cell, refused=str(error))
-    cache_dir = Path(config.paths.cache_dir).expanduser()
-    if config.backbone.pretrain is not None:
-        recipe = recipe_of(config.backbone.pretrain, cache_dir)
-        if not (pretrained_dir(recipe, cache_dir) / "config.json").exists():
-            return PlannedJob(cell, unknown=f"pretraining recipe {recipe.name} is not built yet")
-        config.backbone = dataclasses.replace(config.backbone, location=recipe.name)
-    facts = known_facts(config.backbone, cache_dir)
-    if facts is None and config.backbone.source != Source.tiny:
-        return PlannedJob(cell, unknown=f"backbone {config.backbone.name} was never loaded here")
-    pooling = pooling_factor(config)
-    try:
-        if pooling in NOSPECIAL_POOLINGS:
-            if facts is None or facts.adds_special_tokens is None:
-                return PlannedJob(cell, unknown=f"backbone {config.backbone.name}'s tokenizer was never loaded here")
-            check_special_tokens(pooling, config.backbone.name, facts.adds_special_tokens)
-        layers = pooling_layers(pooling, config.layer, backbone_depth(config.backbone, cache_dir))
-    except ConfigError as error:
-        return PlannedJob(cell, refused=str(error))
-    return PlannedJob(cell, run_ids=tuple(run_identity(mode.identity(config, layer)) for layer in layers),
-                      layers=tuple(layers))
+        return PlannedJob(_cell(config), refused=str(error))
+    return derive_plan(config, Path(config.paths.cache_dir).expanduser())
+
+
+def finished_runs(plan: PlannedJob, output_root: Path) -> list[Record] | None:
+    """The finished records of a planned job's runs, by layer; None unless every run is named and finished."""
+    if not plan.run_ids or plan.unknown or plan.refused:
+        return None
+    previous = [find_finished(output_root, run_id) for run_id in plan.run_ids]
+    return None if any(record is None for record in previous) else previous
 
 
 def finished_job(cfg: DictConfig) -> list[Record] | None:
     """The finished records of a job whose every run finished before, by layer, found without loading
-    anything; None when a run is still to compute, cannot be named yet, or is refused."""
+    anything (`plan_job`); None when a run is still to compute, cannot be named yet, or is refused."""
+    if not cfg.skip_finished:
+        return None
     try:
         planned = plan_job(cfg)
     except Exception:  # a shortcut only: whatever fails here, the full path of run_job records it
         return None
-    if not cfg.skip_finished or not planned.run_ids or planned.unknown or planned.refused:
-        return None
-    output_root = Path(cfg.paths.output_root)
-    previous = [find_finished(output_root, run_id) for run_id in planned.run_ids]
-    return None if any(record is None for record in previous) else previous
+    return finished_runs(planned, Path(cfg.paths.output_root))
 
 
 def reuse_job(finished: list[Record], output_dir: Path) -> list[Record]:
@@ -307,8 +339,6 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     (one per run it was computing, or one in `output_dir` if it failed before knowing its runs); a
     config that validation refuses leaves one refused record in `output_dir` and raises ConfigError."""
     output_dir = Path(output_dir)
-    if (finished := finished_job(cfg)) is not None:
-        return reuse_job(finished, output_dir)  # before any data file, recipe or model is read
     config = typed_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved["backbone"]["dtype"] = config.backbone.dtype.value  # as resolved for this machine
@@ -321,6 +351,11 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                                         study=config.study, factors=factors(config, config.layer, None),
                                         config=resolved, error=str(error)))
 
+    def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:
+        write_record(directory, Record(run_id=run_identity(mode.identity(config, layer)), status="failed",
+                                       study=config.study, factors=factors(config, layer, num_layers),
+                                       config=resolved, error="".join(traceback.format_exception(error))))
+
     try:
         validate(config)
     except ConfigError as error:
@@ -328,32 +363,33 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         raise
     cache_dir = Path(config.paths.cache_dir).expanduser()
     output_root = Path(config.paths.output_root)
+    try:
+        plan = derive_plan(config, cache_dir)  # from what is on disk: nothing is built, converted or loaded
+    except Exception as error:
+        failed(error, config.layer, None, output_dir)
+        raise
+    if config.skip_finished and (finished := finished_runs(plan, output_root)) is not None:
+        return reuse_job(finished, output_dir)  # before any data file, recipe or model is read
     if warning := precision_warning(config.backbone.dtype, compute_device(config), cache_dir):
         log.warning(warning)  # allowed (the numbers are right), but the user should know before it starts
     pooling, seed = pooling_factor(config), config.seed
-
-    def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:
-        write_record(directory, Record(run_id=run_identity(mode.identity(config, layer)), status="failed",
-                                       study=config.study, factors=factors(config, layer, num_layers),
-                                       config=resolved, error="".join(traceback.format_exception(error))))
-
     try:
         check_source(config.task)  # the user's own data file: read and checked before any model or recipe
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location
-        num_layers = backbone_depth(config.backbone, cache_dir)  # without loading it: the mode does
-        if pooling in NOSPECIAL_POOLINGS:  # a check that needs the tokenizer, before any work
-            facts = backbone_facts(config.backbone, cache_dir)  # loads it once where the tokenizer is not recorded
-            check_special_tokens(pooling, config.backbone.name, facts.adds_special_tokens)
-        layers = pooling_layers(pooling, config.layer, num_layers)
+        if plan.unknown is not None:  # what the plan could not know without the stage and a look at the backbone
+            plan = derive_plan(config, cache_dir, load=True)
+        if plan.refused is not None:
+            raise ConfigError(plan.refused)
     except ConfigError as error:
         refused(error)
         raise
     except Exception as error:
         failed(error, config.layer, None, output_dir)
         raise
-    run_ids = {layer: run_identity(mode.identity(config, layer)) for layer in layers}
+    layers, num_layers = plan.layers, plan.num_layers
+    run_ids = dict(zip(plan.layers, plan.run_ids))
     records: dict[int, Record] = {}
     for layer, run_id in run_ids.items():
         if config.skip_finished and (previous := find_finished(output_root, run_id)) is not None:
