@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from poolbench.config import CONF_DIR, ConfigError, Pooling, absolute_layers
+from poolbench.config import CONF_DIR, ConfigError, Pooling
+from poolbench.validation import absolute_layers
 
 
 def test_the_default_config_composes_and_is_typed(make_cfg):

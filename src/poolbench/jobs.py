@@ -40,8 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import backbone_depth, backbone_facts, known_facts
-from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, Source, check_special_tokens, plain_fields,
-                              pooling_layers, validate)
+from poolbench.config import Config, ConfigError, Job, Mode, Protocol, Source, plain_fields
 from poolbench.machine import precision_warning, resolve_dtype
 from poolbench.pooling import NOSPECIAL_POOLINGS
 from poolbench.pretrain.build import ensure_pretrained, recipe_of
@@ -49,6 +48,7 @@ from poolbench.pretrain.recipe import pretrained_dir
 from poolbench.tasks import check_source, source_identity
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
+from poolbench.validation import check_special_tokens, pooling_layers, validate
 
 log = logging.getLogger("poolbench")
 

@@ -48,8 +48,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from poolbench.assets import build_once, cache_root
-from poolbench.config import PRETRAIN_SIZES, SENTENCE_ARMS, check_recipe
+from poolbench.config import PRETRAIN_SIZES, SENTENCE_ARMS
 from poolbench.pretrain.model import IGNORE, MODEL_INPUTS, PretrainingModule, step_seed
+from poolbench.validation import check_recipe
 
 SIZES = PRETRAIN_SIZES  # (layers, hidden, heads) of each size
 # Raise when the training code changes what a recipe produces: every key changes with it.
