@@ -20,9 +20,9 @@ def test_the_default_config_composes_and_is_typed(make_cfg):
     ("override", "message"),
     [
         ("pooling.name=sum", r"expected one of \[cls, mean, max, last, weighted_mean, mean_nospecial, max_nospecial, "
-                             r"cls_mean, first_last_avg, pooler\][\s\S]*full_key: pooling.name"),
-        ("pooling=sum", r"Could not find 'pooling/sum'\s+Available options in 'pooling':\s+cls\s+cls_mean\s+"
-                        r"first_last_avg\s+last\s+max\s+max_nospecial\s+mean\s+mean_nospecial\s+pooler\s+"
+                             r"cls_mean, first_last_avg, pooler, attention\][\s\S]*full_key: pooling.name"),
+        ("pooling=sum", r"Could not find 'pooling/sum'\s+Available options in 'pooling':\s+attention\s+cls\s+"
+                        r"cls_mean\s+first_last_avg\s+last\s+max\s+max_nospecial\s+mean\s+mean_nospecial\s+pooler\s+"
                         r"weighted_mean\s+Config"),
         ("mode.lr=fast", r"Value 'fast' of type 'str' could not be converted to Float[\s\S]*full_key: mode.lr"),
         ("seed=zero", r"Value 'zero' of type 'str' could not be converted to Integer[\s\S]*full_key: seed"),

@@ -95,8 +95,10 @@ NOT_IDENTITY = {
     TaskConfig: set(),
     FewShotConfig: set(), LearningCurveConfig: set(), MDLConfig: set(), ControlConfig: set(),
 }
-# A probe's protocol and the chosen protocol's settings are identity when the protocol is not full.
-ALLOW_LISTS = {ProbeConfig: (*jobs.PROBE_IDENTITY, "protocol", *(p.value for p in jobs.PROTOCOL_IDENTITY)),
+# A probe's protocol and the chosen protocol's settings are identity when the protocol is not full; its
+# reference_dtype when it names another precision than the run's (test_closeness.py).
+ALLOW_LISTS = {ProbeConfig: (*jobs.PROBE_IDENTITY, "protocol", *(p.value for p in jobs.PROTOCOL_IDENTITY),
+                             "reference_dtype"),
                FinetuneConfig: jobs.FINETUNE_IDENTITY, DiagnoseConfig: jobs.DIAGNOSE_IDENTITY,
                TrainerConfig: jobs.TRAINER_IDENTITY, BackboneConfig: jobs.BACKBONE_IDENTITY,
                TaskConfig: jobs.TASK_IDENTITY,

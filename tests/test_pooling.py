@@ -113,8 +113,8 @@ def test_weighted_mean_equals_sentence_transformers_weightedmean(side):
                                atol=1e-6)
 
 
-def test_the_pooling_options_are_the_poolings_and_the_pooler():
-    assert [p.value for p in Pooling] == [*POOLINGS, "pooler"]
+def test_the_pooling_options_are_the_poolings_the_pooler_and_attention():
+    assert [p.value for p in Pooling] == [*POOLINGS, "pooler", "attention"]
     assert [pooled_size(p, 5) for p in POOLINGS] == [5] * (len(POOLINGS) - 2) + [10, 5]
 
 

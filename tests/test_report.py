@@ -162,6 +162,22 @@ def test_holm_matches_a_hand_calculation():
     assert holm(pd.Series([0.3, 0.3, 0.3, 0.3])).tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_holm_is_statsmodels_holm():
+    """Against the reference implementation, on random p-values with ties, a p of 1 and NaNs (untested).
+    Unit: one family of p-values."""
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 40):
+        raw = pd.Series(rng.random(n) ** 3)
+        raw.iloc[n // 2] = raw.iloc[0]
+        raw.iloc[-1] = 1.0 if n > 1 else raw.iloc[-1]
+        assert holm(raw).to_numpy() == pytest.approx(multipletests(raw, method="holm")[1], abs=1e-15)
+        with_nan = pd.concat([raw, pd.Series([np.nan])], ignore_index=True)
+        assert holm(with_nan).iloc[:n].to_numpy() == pytest.approx(multipletests(raw, method="holm")[1], abs=1e-15)
+        assert np.isnan(holm(with_nan).iloc[n])
+
+
 def test_one_seed_gives_no_interval_and_two_seeds_a_t_interval():
     one = mean_with_ci(pd.Series([0.7]))
     assert one["mean"] == 0.7 and one["n"] == 1 and np.isnan(one["ci_low"]) and np.isnan(one["ci_high"])
@@ -229,9 +245,14 @@ def test_a_study_mixing_precisions_says_so_and_keeps_the_precision_per_run(tmp_p
 def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast_records):
     for pooling in ("cls", "mean"):
         write_run(tmp_path / f"0_{pooling}", "enc-a", "t0", pooling, seed=0)
-    MultirunReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    MultirunReport(out=str(tmp_path / "results")).on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "mean > cls on 1 of 1 cells" in report and "Wilcoxon over cells not run" in report
+    # An experiment's results/ directory gets the same report, built once.
+    assert (tmp_path / "results" / "REPORT.md").read_text() == report
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(
+        p.name for p in (tmp_path / "report").iterdir())
 
 
 def test_a_sweep_without_finished_runs_reports_nothing_and_ends_with_exit_status_1(tmp_path, fast_records):

@@ -33,6 +33,7 @@ class Pooling(Enum):
     cls_mean = "cls_mean"  # [h_0 ; mean]: a head input of 2 x hidden
     first_last_avg = "first_last_avg"  # mean of (first transformer layer + this layer) / 2: layers >= 1
     pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it
+    attention = "attention"  # softmax(q . h) over real tokens, q learned with the head (poolbench.attention_pooling)
 
 
 class Family(Enum):
@@ -212,6 +213,10 @@ class ProbeConfig:
     learning_curve: LearningCurveConfig = field(default_factory=LearningCurveConfig)
     mdl: MDLConfig = field(default_factory=MDLConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    # A precision study: the precision whose cached vectors every run of another precision is compared
+    # with (poolbench.closeness: cosine and linear CKA per layer on the test split, `precision/*` metrics);
+    # its entry is encoded on first use, as that precision's own jobs would. null compares nothing.
+    reference_dtype: Optional[Dtype] = None
 
 
 @dataclass

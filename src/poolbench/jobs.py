@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.backbones import backbone_depth, backbone_facts, known_facts
+from poolbench.closeness import METRIC_PREFIX as CLOSENESS_METRICS
 from poolbench.config import Config, ConfigError, Job, Mode, Protocol, Source, plain_fields
 from poolbench.machine import precision_warning, resolve_dtype
 from poolbench.pooling import NOSPECIAL_POOLINGS
@@ -102,7 +103,13 @@ def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
 def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
     protocol = config.mode.protocol
     if protocol == Protocol.full:
-        return {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
+        identity = {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
+        # A run compared with another precision's vectors records that comparison: its id says so (and a run
+        # of the reference precision, which compares nothing, keeps the id it has without the setting).
+        reference = config.mode.reference_dtype
+        if reference is not None and reference != config.backbone.dtype:
+            identity["probe"]["reference_dtype"] = reference.value
+        return identity
     settings = plain_fields(getattr(config.mode, protocol.value), PROTOCOL_IDENTITY[protocol])
     heads = {} if protocol == Protocol.few_shot else plain_fields(config.mode, PROBE_IDENTITY)
     return {**_common_identity(config, layer), "probe": {**heads, "protocol": protocol.value, protocol.value: settings}}
@@ -126,9 +133,11 @@ class ModeEntry:
 
 MODES: dict[Mode, ModeEntry] = {
     Mode.finetune: ModeEntry(finetune.run, finetune_identity),
-    # Full probes log their scores; the other protocols their own numbers too (poolbench.protocols).
+    # Full probes log their scores (and their closeness to another precision's vectors, poolbench.closeness);
+    # the other protocols their own numbers too (poolbench.protocols).
     Mode.probe: ModeEntry(protocols.run, probe_identity,
-                          logged=lambda key: key in METRICS_LOGGED or key.split("/")[0] in PROTOCOL_METRICS),
+                          logged=lambda key: key in METRICS_LOGGED or key.split("/")[0] in (*PROTOCOL_METRICS,
+                                                                                            CLOSENESS_METRICS)),
     # W&B gets the means, not their interval bounds.
     Mode.diagnose: ModeEntry(diagnose.run, diagnose_identity, reads_pooling=False,
                              logged=lambda key: not key.endswith(("_low", "_high"))),

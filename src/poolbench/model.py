@@ -2,7 +2,8 @@
 
 The head is the same for every pooling, Dropout + Linear(width, n_labels) with cross-entropy, so
 that a difference between runs can only come from the pooling (width = hidden, 2 x hidden for
-cls_mean: `pooling.pooled_size`).
+cls_mean: `pooling.pooled_size`). pooling=attention adds its query (`attention_pooling.readout`),
+trained with the head and the backbone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from poolbench.attention_pooling.readout import ATTENTION, AttentionPooling
 from poolbench.backbones import forward_hidden_states
 from poolbench.pooling import NOSPECIAL_POOLINGS, pool, pooled_size, pooler, special_mask
 
@@ -42,6 +44,8 @@ class PoolingClassifier(L.LightningModule):
         # from_pretrained returns eval mode and Lightning keeps submodule modes: switch dropout on.
         self.backbone = backbone.train()
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled_size(pooling, hidden_size), num_labels))
+        # The learned readout's query, trained with the head by the same optimiser (None for the fixed readouts).
+        self.attention = AttentionPooling(hidden_size) if pooling == ATTENTION else None
         metrics = MetricCollection({
             "acc": MulticlassAccuracy(num_labels, average="micro"),
             "f1": MulticlassF1Score(num_labels, average="macro"),
@@ -57,6 +61,8 @@ class PoolingClassifier(L.LightningModule):
         if pooling == "pooler":  # fine-tuned with the backbone, as BERT's classifiers do
             dense = self.backbone.pooler.dense
             return self.head(pooler(pool(states, mask, "cls"), dense.weight, dense.bias))
+        if self.attention is not None:
+            return self.head(self.attention(states, mask))
         special = (special_mask(self.hparams.special_ids, batch["input_ids"], mask) if pooling in NOSPECIAL_POOLINGS
                    else None)
         first_layer = hidden_states[1] if pooling == "first_last_avg" else None

@@ -39,7 +39,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from poolbench.closeness import closeness
 from poolbench.config import Job, ProbeConfig
 from poolbench.features import FeatureSet, features_for
 from poolbench.records import RunResult
@@ -285,7 +286,9 @@ def probe_layers(features: FeatureSet, pooling: str, layers: Sequence[int], sett
 
 def run(job: Job, logger: Any = None) -> list[RunResult]:
     """Probe mode: the cached features of (backbone, task), encoded on first use, then the heads of
-    every layer in `job.layers` trained together. `logger` is unused: the job owner logs results."""
+    every layer in `job.layers` trained together; with `mode.reference_dtype` naming another precision than
+    the job's, also each layer's closeness to that precision's vectors (poolbench.closeness). `logger` is
+    unused: the job owner logs results."""
     started = time.perf_counter()
     features, encode_s = features_for(job.backbone, job.task, job.cache_dir, job.mode.encode_batch_tokens,
                                       pooling=job.pooling)
@@ -294,7 +297,25 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
     train_s = time.perf_counter() - train_started
     log.info("%s s%d: %d heads on layers %s in %.1f s (%d epochs)", job.pooling, job.seed, info["heads"],
              list(job.layers), train_s, info["epochs_run"])
+    reference_s = 0.0
+    if compares_precision(job):
+        reference_started = time.perf_counter()
+        reference, _ = features_for(replace(job.backbone, dtype=job.mode.reference_dtype), job.task,
+                                    job.cache_dir, job.mode.encode_batch_tokens, pooling=job.pooling)
+        close = closeness(features, reference, job.pooling, list(job.layers))
+        for result in results:
+            result.metrics.update(close[result.layer])
+        reference_s = time.perf_counter() - reference_started
     for result in results:
         # Per job: the heads of all its layers train together, so train_s is shared.
         result.timings = {"encode_s": encode_s, "train_s": train_s, "total_s": time.perf_counter() - started}
+        if reference_s:
+            # The reference precision's entry (encoded when absent) and the closeness.
+            result.timings["reference_s"] = reference_s
     return results
+
+
+def compares_precision(job: Job) -> bool:
+    """Whether the job measures its vectors against another precision's (mode.reference_dtype): a
+    job in the reference precision itself has nothing to compare."""
+    return job.mode.reference_dtype is not None and job.mode.reference_dtype != job.backbone.dtype

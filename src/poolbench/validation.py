@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from poolbench.config import (ARMS, CONF_DIR, MDL_BLOCKS, PRETRAIN_SIZES, SENTENCE_ARMS, BackboneConfig, Config,
-                              ConfigError, Mode, Pooling, ProbeConfig, Source)
+                              ConfigError, Dtype, Mode, Pooling, ProbeConfig, Protocol, Source)
 from poolbench.pooling import NOSPECIAL_POOLINGS
 
 
@@ -51,6 +51,13 @@ def validate(config: Config) -> None:
             raise ConfigError(f"mode.weight_decays holds {wd}: every weight decay must be >= 0.")
     if config.mode.name == Mode.probe:
         _check_protocol(config.mode)
+        if config.pooling.name == Pooling.attention and config.mode.protocol != Protocol.full:
+            raise ConfigError(f"pooling=attention with mode.protocol={config.mode.protocol.value}: the attention "
+                              "readout's query is trained with the probe's heads (mode.protocol=full); the other "
+                              "protocols read fixed cached vectors. Use mode.protocol=full, or another pooling.")
+        if config.mode.reference_dtype == Dtype.auto:
+            raise ConfigError("mode.reference_dtype=auto: name the precision to compare with, float32 or bfloat16 "
+                              "(auto resolves per machine, so it would compare different things on different ones).")
     if config.backbone.padding_side not in (None, "left", "right"):
         raise ConfigError(f"backbone.padding_side={config.backbone.padding_side!r}: use left, right or null.")
     if config.pooling.name == Pooling.pooler:

@@ -9,6 +9,8 @@
   tables.py      the accuracy grid, markdown and LaTeX
   figures.py     accuracy, accuracy per layer, win / tie / loss
   arms.py        the pretraining arms, compared paired by pretraining seed: contrasts, gaps, intrinsic accuracy
+  precision.py   the same settings in float32 and another precision, paired by seed: accuracy differences,
+                 verdicts per family and layer in both, vector closeness, the precision study's decision
   write.py       REPORT.md and the CSVs, the console summary, the CLI and the Hydra callback
 
 The console script (`poolbench.report:main`) and the Hydra callback (`poolbench.report.MultirunReport`)

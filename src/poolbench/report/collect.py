@@ -39,6 +39,9 @@ class Collection:
     # Finished runs of a probe protocol other than full (report/protocols.py), each counted once: they
     # share their factors with the full probe's runs, so they stay out of `finished` and its tests.
     protocols: list[Record] = field(default_factory=list)
+    # Finished runs of a setting and seed that also ran in REFERENCE_DTYPE, in another precision
+    # (report/precision.py): `finished` holds the reference run, so no table averages two precisions.
+    precisions: list[Record] = field(default_factory=list)
 
 
 def read_local(roots: Iterable[Path]) -> tuple[list[Record], list[str], list[str]]:
@@ -147,6 +150,32 @@ def _setting_and_seed(record: Record) -> tuple[str, ...]:
     return tuple(map(str, astuple(record.factors)))
 
 
+# The precision the tables report where a setting ran in several: the one every shipped study ran in.
+REFERENCE_DTYPE = "float32"
+
+
+def dtype_of(record: Record) -> str:
+    """The precision a run computed in, as its config records it (jobs resolve `auto` first), for telling
+    precisions apart; a record that names none counts as the schema's default, float32 (the runs table
+    still says it was not recorded)."""
+    return (record.config.get("backbone") or {}).get("dtype") or REFERENCE_DTYPE
+
+
+def one_precision_each(runs: list[Record]) -> tuple[list[Record], list[Record]]:
+    """Per setting and seed, the run the tables analyse (in REFERENCE_DTYPE where it ran in it, else the
+    newest) and the runs of the same setting and seed in other precisions: two precisions of one setting
+    are two experiments, compared in the Precision section, never seeds of one."""
+    by_setting: dict[tuple, list[Record]] = {}
+    for record in sorted(runs, key=lambda r: r.created or ""):
+        by_setting.setdefault(_setting_and_seed(record), []).append(record)
+    analysed, others = [], []
+    for same in by_setting.values():
+        chosen = next((r for r in same if dtype_of(r) == REFERENCE_DTYPE), same[-1])
+        analysed.append(chosen)
+        others += [r for r in same if r is not chosen]
+    return analysed, others
+
+
 def _counted_once(finished: list[Record], setting) -> tuple[list[Record], int, int]:
     """Each finished run once, the newest config of each setting; and how many were found twice
     and how many superseded. `setting(record)` names what one run of a study is."""
@@ -167,7 +196,8 @@ def _counted_once(finished: list[Record], setting) -> tuple[list[Record], int, i
 def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iterable[str] = ()) -> Collection:
     """Finished runs, each counted once, and the failed runs that were never completed later."""
     finished = [r for r in records if r.finished and protocol_of(r) == "full"]
-    kept, duplicates, superseded = _counted_once(finished, _setting_and_seed)
+    kept, duplicates, superseded = _counted_once(finished, lambda r: (dtype_of(r), *_setting_and_seed(r)))
+    kept, precisions = one_precision_each(kept)
     protocols, protocol_duplicates, protocol_superseded = _counted_once(
         [r for r in records if r.finished and protocol_of(r) != "full"], lambda r: (protocol_of(r), *_setting_and_seed(r)))
     # A failed job that later finished (a re-launched sweep) is not a failure of the study.
@@ -178,7 +208,7 @@ def collect(records: list[Record], unreadable: Iterable[str] = (), missing: Iter
     refused = {(r.run_id, _setting_and_seed(r)): r for r in records if r.status == "refused"}
     return Collection(kept, list(failed.values()), list(refused.values()), list(unreadable), list(missing),
                       duplicates=duplicates + protocol_duplicates, superseded=superseded + protocol_superseded,
-                      protocols=protocols)
+                      protocols=protocols, precisions=precisions)
 
 
 @dataclass(frozen=True)

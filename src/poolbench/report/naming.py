@@ -12,6 +12,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from poolbench.attention_pooling.readout import ATTENTION
 from poolbench.pooling import POOLINGS
 from poolbench.records import FACTORS
 
@@ -21,7 +22,7 @@ CELL_BUT_LAYER = [f for f in CELL if f != "layer"]  # finds a cell's final layer
 # The verdict pools the cells (task x backbone) of one backbone family, init and mode.
 VERDICT_GROUP = ["family", "init", "mode", "pooling"]
 REFERENCE = "cls"
-POOLING_ORDER = [*POOLINGS, "pooler"]
+POOLING_ORDER = [*POOLINGS, "pooler", ATTENTION]
 METRICS = {"test/acc": "acc", "test/f1": "f1"}  # the recorded test metrics the report summarises, and their short names
 
 

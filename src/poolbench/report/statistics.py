@@ -30,7 +30,6 @@ from typing import Iterator, Mapping
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from poolbench.report.equivalence import (FLIP_EXAMPLES, MARGIN, flips, minimum_detectable_difference, sign_flip_test,
                                          stratified_mean, tost)
@@ -86,11 +85,19 @@ def bootstrap_ci(per_example: np.ndarray) -> tuple[float, float]:
 
 def holm(p_values: pd.Series) -> pd.Series:
     """Holm-adjusted p-values over the tested entries; untested (NaN) entries stay NaN and are not
-    part of the family."""
+    part of the family. The step-down rule itself (the i-th smallest of n times n - i + 1, a running
+    maximum, capped at 1), equal to statsmodels' multipletests(method="holm") (tested against it), which
+    runs a full garbage collection on every call: 0.75 s in a process that imported torch, and a
+    report calls it dozens of times."""
     adjusted = pd.Series(np.nan, index=p_values.index)
     tested = p_values.notna()
     if tested.any():
-        adjusted[tested] = multipletests(p_values[tested], method="holm")[1]
+        p = p_values[tested].to_numpy(dtype=float)
+        order = np.argsort(p, kind="stable")
+        stepped = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+        values = np.empty(len(p))
+        values[order] = stepped
+        adjusted[tested] = values
     return adjusted
 
 

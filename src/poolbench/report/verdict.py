@@ -121,9 +121,9 @@ def caveats(runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame
     precisions = runs["dtype"].fillna("not recorded").value_counts()
     if len(precisions) > 1:
         notes.append("The runs mix precisions (" + ", ".join(f"{dtype}: {n} runs" for dtype, n in sorted(precisions.items()))
-                     + "): the verdicts across cells pool cells of each, and where a setting ran in both only its "
-                     "newest run is analysed. Report each precision on its own (`poolbench-report` on its runs) "
-                     "before comparing them.")
+                     + "): the verdicts across cells pool cells of each (a setting that ran in both is analysed in "
+                     "float32 here, and compared in the Precision section). Report each precision on its own "
+                     "(`poolbench-report` on its runs) before comparing them.")
     commits = runs["git_commit"].dropna().unique()
     dirty = any(str(commit).endswith("+dirty") for commit in commits)
     if len(commits) > 1:

@@ -23,6 +23,9 @@ into one output directory:
   sink.csv, sink.png with diagnose records: the "Sink or summary" section (report/sink.py)
   arm_*.csv, intrinsic.csv, arms.png
                     with backbones pretrained here in arms: the arms compared (report/arms.py)
+  precision.csv, precision_verdicts.csv
+                    with settings run in float32 and another precision: the Precision section (report/precision.py);
+                    every other table holds the float32 runs of those settings
   REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
 
 Every number and every sentence of the verdict is computed from the records; the statistics are
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +58,7 @@ from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_lo
 from poolbench.report.mechanism import mechanism_section
 from poolbench.report.equivalence import MARGIN, PERMUTATIONS
 from poolbench.report.naming import at_final_layer, values_of
+from poolbench.report.precision import PRECISION_OUTPUTS, precision_section
 from poolbench.report.protocols import PROTOCOL_OUTPUTS, protocols_section
 from poolbench.report.sink import sink_section
 from poolbench.report.statistics import (BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
@@ -76,6 +81,9 @@ def run_counts(collection: Collection, unavailable_predictions: list[str]) -> pd
                                      collection.superseded, len(unavailable_predictions)]})
     if collection.protocols:  # a row only where there are some: reports without them stay as they were
         counts.loc[len(counts)] = ["probe protocol runs (section Protocols only)", len(collection.protocols)]
+    if collection.precisions:
+        counts.loc[len(counts)] = ["runs in another precision than float32 (section Precision only)",
+                                   len(collection.precisions)]
     return counts
 
 
@@ -149,8 +157,8 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in PROTOCOL_OUTPUTS:
-        (out / name).unlink(missing_ok=True)  # no stale protocol table or figure from an earlier report here
+    for name in (*PROTOCOL_OUTPUTS, *PRECISION_OUTPUTS):
+        (out / name).unlink(missing_ok=True)  # no stale protocol or precision table or figure from an earlier report
     if not collection.finished:
         return write_protocols_only(collection, out, title, commands)
     predictions, unavailable_predictions = read_all_predictions(
@@ -181,6 +189,8 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
         accuracy_part, verdict, accuracy = accuracy_lines(runs, summary, predictions, collection,
                                                           unavailable_predictions, out, margin)
         lines += accuracy_part
+        if collection.precisions:  # a precision study: the same settings in another precision than float32
+            lines += precision_lines(runs, predictions, collection.precisions, out, margin)
     lines += mechanism_section(every_run, summary, out)
     lines += sink_section(every_run, out)
     report = out / "REPORT.md"
@@ -238,8 +248,6 @@ def accuracy_lines(runs: pd.DataFrame, summary: pd.DataFrame, predictions: dict,
         lines += arms_section(runs, out)
     if collection.protocols:
         lines += protocols_section(collection.protocols, runs_table(collection.protocols, {}), summary, out)
-    if collection.protocols:
-        lines += protocols_section(collection.protocols, runs_table(collection.protocols, {}), summary, out)
     lines += [
         "## Test accuracy (%) at the final layer", "",
         "Mean ± sd over seeds; best readout per row in bold. Every layer and setting, with 95% CIs: `summary.csv`.", "",
@@ -269,6 +277,14 @@ def accuracy_lines(runs: pd.DataFrame, summary: pd.DataFrame, predictions: dict,
     lines += ["", "Table for a paper: `table.tex` (booktabs).", ""]
     accuracy = accuracy_cells(mean, sd, " ± ", lambda text: f"[bold]{text}[/bold]").reset_index()
     return lines, verdict, accuracy.rename(columns={"label": "backbone"})
+
+
+def precision_lines(runs: pd.DataFrame, predictions: dict, others: list[Record], out: Path, margin: float) -> list[str]:
+    """The Precision section (report/precision.py): the runs in another precision, with their predictions,
+    against the analysed runs of the same settings."""
+    other_predictions, _ = read_all_predictions([r for r in others if r.factors.mode != "diagnose"])
+    correct = {run_dir: run.correct for run_dir, run in {**predictions, **other_predictions}.items()}
+    return precision_section(runs, runs_table(others, other_predictions), correct, margin, out)
 
 
 def write_protocols_only(collection: Collection, out: Path, title: str | None, commands: Iterable[str]) -> Path:
@@ -370,14 +386,15 @@ class MultirunReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        for out in [sweep_dir / "report", *([Path(self.out)] if self.out else [])]:
-            try:
-                build_report([sweep_dir], out)
-            except ReportError as error:
-                # The sweep itself is done; a sweep without a finished run has nothing to report, which
-                # is worth a warning, not a traceback after the last job.
-                log.warning("no report for %s: %s", sweep_dir, error)
-                break
+        try:
+            build_report([sweep_dir], sweep_dir / "report")
+            if self.out:  # the same report, built once (a large study's report takes a minute)
+                shutil.copytree(sweep_dir / "report", self.out, dirs_exist_ok=True)
+                console.print(f"report: {Path(self.out) / 'REPORT.md'}", markup=False)
+        except ReportError as error:
+            # The sweep itself is done; a sweep without a finished run has nothing to report, which
+            # is worth a warning, not a traceback after the last job.
+            log.warning("no report for %s: %s", sweep_dir, error)
         lines, failed = sweep_summary(sweep_dir)
         console.print("\n".join(lines), markup=False, soft_wrap=True)
         if failed:
