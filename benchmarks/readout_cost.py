@@ -6,7 +6,10 @@ Arms, over the same length-sorted batches of the task's train split (`features.e
   bare      the model's forward pass alone, every hidden state (the floor)
   first4    cls, mean, max, last at every layer: what entries held before these readouts
   all       every stored pooling (`features.stored_poolings`): what a new entry holds
-  added     weighted_mean, mean_nospecial, max_nospecial alone: the pass that adds them to an older entry
+  added     every stored pooling but the first four (weighted_mean, the nospecial ones, mean_nosink) alone:
+            the pass that adds them to an older entry
+  nosink    the first four and mean_nosink: what the sink-free mean costs (on a backbone with massive
+            activations, such as smollm2-135m, its per-text medians are computed)
 cls_mean and first_last_avg cost nothing here: they are derived from cached cls and mean when read.
 Timing as in probe_benchmark.py: warmed up, arms interleaved, best of --repeats. Disk: float32
 bytes per example of one stored pooling, every layer. Run it on a quiet machine.
@@ -41,7 +44,8 @@ def main() -> None:
     model, tokenizer, max_tokens = backbone.model, backbone.tokenizer, cfg.mode.encode_batch_tokens
     batches = [batch for _, batch in encoding_batches(dataset, tokenizer, max_tokens)]
     stored = stored_poolings(tokenizer)
-    poolings = {"first4": BASE_POOLINGS, "all": stored, "added": tuple(p for p in stored if p not in BASE_POOLINGS)}
+    poolings = {"first4": BASE_POOLINGS, "all": stored, "added": tuple(p for p in stored if p not in BASE_POOLINGS),
+                "nosink": (*BASE_POOLINGS, "mean_nosink")}
 
     def bare() -> None:
         with torch.inference_mode():

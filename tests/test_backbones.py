@@ -117,7 +117,7 @@ def test_the_catalogue_reads_every_option_as_hydra_composes_it(make_cfg):
     from poolbench.jobs import typed_config
 
     options = backbone_options()
-    for name in ("pretrained", "minilm-l6", "tiny-gpt2"):
+    for name in ("pretrained", "minilm-l6", "tiny-gpt2", "ablation-mlm_nsp"):  # the last extends `pretrained`
         assert options[name] == typed_config(make_cfg(f"backbone={name}")).backbone, name
     row = next(r for r in catalog_rows() if r["name"] == "pretrained")
     assert (row["family"], row["layers"], row["hidden_size"]) == ("encoder_nsp", 4, 256)  # mlm_nsp, mini

@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from poolbench.config import CONF_DIR, ConfigError, Pooling
+from poolbench.config import CONF_DIR, ConfigError, Pooling, Source
+from poolbench.jobs import typed_config
 from poolbench.validation import absolute_layers
 
 
@@ -20,10 +21,11 @@ def test_the_default_config_composes_and_is_typed(make_cfg):
     ("override", "message"),
     [
         ("pooling.name=sum", r"expected one of \[cls, mean, max, last, weighted_mean, mean_nospecial, max_nospecial, "
-                             r"cls_mean, first_last_avg, pooler, attention\][\s\S]*full_key: pooling.name"),
+                             r"mean_nosink, cls_mean, first_last_avg, pooler, attention, prompt_last, label_words\]"
+                             r"[\s\S]*full_key: pooling.name"),
         ("pooling=sum", r"Could not find 'pooling/sum'\s+Available options in 'pooling':\s+attention\s+cls\s+"
-                        r"cls_mean\s+first_last_avg\s+last\s+max\s+max_nospecial\s+mean\s+mean_nospecial\s+pooler\s+"
-                        r"weighted_mean\s+Config"),
+                        r"cls_mean\s+first_last_avg\s+label_words\s+last\s+max\s+max_nospecial\s+mean\s+mean_nosink\s+"
+                        r"mean_nospecial\s+pooler\s+prompt_last\s+weighted_mean\s+Config"),
         ("mode.lr=fast", r"Value 'fast' of type 'str' could not be converted to Float[\s\S]*full_key: mode.lr"),
         ("seed=zero", r"Value 'zero' of type 'str' could not be converted to Integer[\s\S]*full_key: seed"),
         ("backbone.max_length=long", r"full_key: backbone.max_length"),
@@ -101,3 +103,16 @@ def test_a_pretraining_batch_must_split_over_the_devices(make_cfg):
                                           r"backbone.pretrain.devices=4: use a multiple of 4"):
         make_cfg("backbone=pretrained", "backbone.pretrain.batch_size=30", "backbone.pretrain.devices=4")
     make_cfg("backbone=pretrained", "backbone.pretrain.batch_size=32", "backbone.pretrain.devices=4")
+
+
+@pytest.mark.parametrize("arm", ["random", "mlm", "mlm_pairs", "mlm_nsp", "mlm_sop"])
+def test_the_ablation_arms_are_the_nsp_ablations_recipes_with_the_runs_seed_as_pretraining_seed(make_cfg, arm):
+    """backbone=ablation-<arm> seed=s names the very recipe experiment=nsp_ablation builds for that arm and
+    pretraining seed s (so its built backbone is found, never rebuilt), and extends the `pretrained` option."""
+    for seed in (0, 2):
+        ours = typed_config(make_cfg(f"backbone=ablation-{arm}", f"seed={seed}")).backbone
+        ablation = typed_config(make_cfg("experiment=nsp_ablation", f"backbone.pretrain.arm={arm}",
+                                         f"backbone.pretrain.seed={seed}")).backbone
+        assert ours.pretrain == ablation.pretrain and ours.pretrain.seed == seed
+        assert (ours.name, ours.source, ours.family, ours.padding_side) == (f"{arm}-tiny", Source.pretrained,
+                                                                           ablation.family, "right")

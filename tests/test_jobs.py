@@ -92,7 +92,8 @@ NOT_IDENTITY = {
     # trained_pooler: a guard on pooling=pooler, it changes no number. pretrain: the job owner names a
     # built recipe by its location (<arm>-<size>-<hash of every recipe field and the corpus>).
     BackboneConfig: {"trained_pooler", "pretrain"},
-    TaskConfig: set(),
+    # label_words: read by pooling=label_words only, whose identity holds it (jobs.prompt_identity).
+    TaskConfig: {"label_words"},
     FewShotConfig: set(), LearningCurveConfig: set(), MDLConfig: set(), ControlConfig: set(),
 }
 # A probe's protocol and the chosen protocol's settings are identity when the protocol is not full; its

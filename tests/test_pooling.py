@@ -2,10 +2,12 @@
 
 Every pooling is checked against `reference`, its definition written out with Python loops over one
 unpadded sequence (the unit: one sequence); weighted_mean also against sentence-transformers' Pooling
-where that package is installed.
+where that package is installed; mean_nosink against Sun et al.'s criterion written out (`massive`) and on
+activations planted on each side of its two thresholds.
 """
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -43,6 +45,9 @@ def reference(row: torch.Tensor, pooling: str, special: list[bool], first: torch
         out = mean(content)
     elif pooling == "max_nospecial":
         out = maximum(content)
+    elif pooling == "mean_nosink":
+        kept = [i for i in range(1, n) if not massive(row, i)]
+        out = mean(kept) if kept else torch.zeros(hidden, dtype=torch.double)
     elif pooling == "cls_mean":
         out = torch.cat([row[0], mean(range(n))])
     elif pooling == "first_last_avg":
@@ -50,6 +55,14 @@ def reference(row: torch.Tensor, pooling: str, special: list[bool], first: torch
     else:
         raise AssertionError(pooling)
     return out.float()
+
+
+def massive(row: torch.Tensor, i: int) -> bool:
+    """Sun et al.'s criterion for token i of one unpadded sequence, by definition: its largest |activation|
+    above 100 and above 1,000x the (lower) median of every |activation| of the sequence."""
+    magnitudes = [abs(float(v)) for v in row.flatten()]
+    largest, median = max(abs(float(v)) for v in row[i]), statistics.median_low(magnitudes)
+    return largest > 100 and (largest > 1000 * median if median > 0 else largest > 0)
 
 
 def padded(rows: list[torch.Tensor], side: str, filler: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +163,23 @@ def test_a_row_without_real_tokens_is_an_error(pooling):
     mask[1] = 0
     with pytest.raises(ValueError, match=r"rows \[1\] have no real token"):
         pool(states, mask, pooling, special=torch.zeros_like(mask, dtype=torch.bool), first_layer=states)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_mean_nosink_leaves_out_position_0_and_the_massive_positions_only(side):
+    """Planted activations on each side of Sun et al.'s two thresholds (value 100, ratio 1,000); the median
+    |activation| of each text is 1 (or 0.01), padding holds inf, and a one-token text pools to zeros."""
+    text = torch.ones(5, 4)
+    text[2, 1] = 5000.0  # massive: > 100 and 5,000x the median 1
+    text[3, 0] = 500.0  # > 100 but only 500x: kept
+    quiet = torch.full((4, 4), 0.01)
+    quiet[0, 2] = 1e4  # position 0, massive: out either way
+    quiet[2, 3] = 90.0  # 9,000x the median 0.01, but not > 100: kept
+    states, mask = padded([text, quiet, torch.full((1, 4), 7.0)], side, math.inf)
+    expected = torch.stack([(text[1] + text[3] + text[4]) / 3, (quiet[1] + quiet[2] + quiet[3]) / 3, torch.zeros(4)])
+    torch.testing.assert_close(pool(states, mask, "mean_nosink"), expected)
+    torch.testing.assert_close(expected[:2].double(), torch.stack([reference(text, "mean_nosink", [False] * 5, text),
+                                                                    reference(quiet, "mean_nosink", [False] * 4, quiet)]).double())
 
 
 @pytest.mark.parametrize("pooling", NOSPECIAL_POOLINGS)

@@ -56,7 +56,7 @@ def test_a_nospecial_pooling_without_special_tokens_is_refused_before_any_work(m
     # The feature cache refuses it too, and stores no such arrays for this tokenizer.
     config = typed_config(cfg)
     found, _ = features_for(config.backbone, config.task, cache, 2048, pooling="mean")
-    assert found.poolings == ["cls", "mean", "max", "last", "weighted_mean"]
+    assert found.poolings == ["cls", "mean", "max", "last", "weighted_mean", "mean_nosink"]  # position 0 is everywhere
     with pytest.raises(ConfigError, match=why):
         features_for(config.backbone, config.task, cache, 2048, pooling=pooling)
 
@@ -78,7 +78,7 @@ def test_first_last_avg_reads_layers_from_the_first_transformer_layer_on(make_cf
     assert read_record(tmp_path / "neg").status == "refused"
 
 
-@pytest.mark.parametrize("pooling", ["weighted_mean", "mean_nospecial", "max_nospecial", "cls_mean",
+@pytest.mark.parametrize("pooling", ["weighted_mean", "mean_nospecial", "max_nospecial", "mean_nosink", "cls_mean",
                                      "first_last_avg"])
 def test_the_finetuning_module_pools_as_defined(make_cfg, pooling):
     config = typed_config(make_cfg("backbone=tiny-gpt2"))  # left padding, [CLS] ... [SEP]

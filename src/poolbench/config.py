@@ -30,10 +30,14 @@ class Pooling(Enum):
     weighted_mean = "weighted_mean"  # SGPT: token i of n real tokens weighs i
     mean_nospecial = "mean_nospecial"  # over content tokens: only where the tokenizer adds special tokens
     max_nospecial = "max_nospecial"
+    mean_nosink = "mean_nosink"  # without position 0 and massive-activation positions (attention sinks)
     cls_mean = "cls_mean"  # [h_0 ; mean]: a head input of 2 x hidden
     first_last_avg = "first_last_avg"  # mean of (first transformer layer + this layer) / 2: layers >= 1
     pooler = "pooler"  # BERT's tanh(W h_0 + b) at the final layer: only where a sentence objective trained it
     attention = "attention"  # softmax(q . h) over real tokens, q learned with the head (poolbench.attention_pooling)
+    # Decoder readouts of a prompted text (poolbench.prompting; `pooling.template` wraps the text):
+    prompt_last = "prompt_last"  # PromptEOL: the last token's state after the template, every layer, a head on it
+    label_words = "label_words"  # zero-shot: next-token probabilities of one word per class (task.label_words)
 
 
 class Family(Enum):
@@ -145,11 +149,16 @@ class TaskConfig:
     text_pair_column: Optional[str] = None  # second text of a sentence-pair task
     label_column: str = "label"
     hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split; empty = same names
+    # label name -> one word that names the class, for pooling=label_words (zero-shot); null = none known.
+    label_words: Optional[dict[str, str]] = None
 
 
 @dataclass
 class PoolingConfig:
     name: Pooling = MISSING
+    # The prompt readouts' template, "{text}" marking where the text goes (conf/pooling/prompt_last.yaml sets
+    # PromptEOL's); null for every other pooling, which reads the text as it is.
+    template: Optional[str] = None
 
 
 @dataclass
@@ -298,6 +307,7 @@ class Job:
     layers: tuple[int, ...]
     cache_dir: Path
     output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
+    template: Optional[str] = None  # pooling.template, for the prompt readouts (poolbench.prompting) only
 
 
 def arm_family(arm: str) -> str:

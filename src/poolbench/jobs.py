@@ -46,6 +46,8 @@ from poolbench.machine import precision_warning, resolve_dtype
 from poolbench.pooling import NOSPECIAL_POOLINGS
 from poolbench.pretrain.build import ensure_pretrained, recipe_of
 from poolbench.pretrain.recipe import pretrained_dir
+from poolbench.prompting import LABEL_WORDS, PROMPT_POOLINGS, PROMPT_VERSION
+from poolbench.prompting import mode as prompting
 from poolbench.tasks import check_source, source_identity
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
@@ -100,10 +102,27 @@ def diagnose_identity(config: Config, layer: int | str) -> dict[str, Any]:
     return {**common, "diagnose": plain_fields(config.mode, DIAGNOSE_IDENTITY), "measures": diagnose.MEASURES_VERSION}
 
 
+def prompt_identity(config: Config) -> dict[str, Any]:
+    """A prompt readout's template and PROMPT_VERSION (and its label words), under `prompt`; nothing for
+    every other pooling, whose run ids stay as they were."""
+    pooling = config.pooling.name.value
+    if pooling not in PROMPT_POOLINGS:
+        return {}
+    prompt = {"template": config.pooling.template, "version": PROMPT_VERSION}
+    if pooling == LABEL_WORDS:
+        prompt["label_words"] = dict(config.task.label_words or {})
+    return {"prompt": prompt}
+
+
 def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
     protocol = config.mode.protocol
+    common = {**_common_identity(config, layer), **prompt_identity(config)}
+    if config.pooling.name.value == LABEL_WORDS:
+        # Zero-shot: it trains no head and draws nothing at random, so neither head settings nor the seed
+        # are read; every seed of a sweep finds the first one's run finished.
+        return {key: value for key, value in common.items() if key != "seed"}
     if protocol == Protocol.full:
-        identity = {**_common_identity(config, layer), "probe": plain_fields(config.mode, PROBE_IDENTITY)}
+        identity = {**common, "probe": plain_fields(config.mode, PROBE_IDENTITY)}
         # A run compared with another precision's vectors records that comparison: its id says so (and a run
         # of the reference precision, which compares nothing, keeps the id it has without the setting).
         reference = config.mode.reference_dtype
@@ -112,7 +131,13 @@ def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
         return identity
     settings = plain_fields(getattr(config.mode, protocol.value), PROTOCOL_IDENTITY[protocol])
     heads = {} if protocol == Protocol.few_shot else plain_fields(config.mode, PROBE_IDENTITY)
-    return {**_common_identity(config, layer), "probe": {**heads, "protocol": protocol.value, protocol.value: settings}}
+    return {**common, "probe": {**heads, "protocol": protocol.value, protocol.value: settings}}
+
+
+def run_probe(job: Job, logger: Any) -> list[RunResult]:
+    """Probe mode: the prompt readouts read a prompted encoding or the LM head (poolbench.prompting);
+    every other pooling the plain feature cache, under its protocol (poolbench.protocols)."""
+    return (prompting.run if job.pooling in PROMPT_POOLINGS else protocols.run)(job, logger)
 
 
 def finetune_identity(config: Config, layer: int | str) -> dict[str, Any]:
@@ -135,7 +160,7 @@ MODES: dict[Mode, ModeEntry] = {
     Mode.finetune: ModeEntry(finetune.run, finetune_identity),
     # Full probes log their scores (and their closeness to another precision's vectors, poolbench.closeness);
     # the other protocols their own numbers too (poolbench.protocols).
-    Mode.probe: ModeEntry(protocols.run, probe_identity,
+    Mode.probe: ModeEntry(run_probe, probe_identity,
                           logged=lambda key: key in METRICS_LOGGED or key.split("/")[0] in (*PROTOCOL_METRICS,
                                                                                             CLOSENESS_METRICS)),
     # W&B gets the means, not their interval bounds.
@@ -410,7 +435,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     try:
         if todo:
             job = Job(backbone=config.backbone, task=config.task, pooling=pooling, mode=config.mode,
-                      trainer=config.trainer, seed=seed, layers=todo, cache_dir=cache_dir, output_dir=output_dir)
+                      trainer=config.trainer, seed=seed, layers=todo, cache_dir=cache_dir, output_dir=output_dir,
+                      template=config.pooling.template)
             for result in mode.run(job, logger):
                 record = Record(run_id=run_ids[result.layer], status="finished", study=config.study,
                                 factors=factors(config, result.layer, num_layers),

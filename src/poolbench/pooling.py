@@ -9,6 +9,10 @@ is `pooling=`. The readouts:
   mean_nospecial, max_nospecial
                   mean and max over content tokens only: the tokenizer's special tokens left out
                   (`special_mask`), which separates "mean wins" from "mean includes [CLS]"
+  mean_nosink     the mean over real tokens without the attention sinks: position 0 (the first real token:
+                  [CLS], BOS, or a decoder's first word where no BOS is added) and every position with a
+                  massive activation at that layer (`massive_positions`, Sun et al. 2024), which separates
+                  "mean wins" from "mean is dominated by a sink"
   cls_mean        [h_0 ; mean], concatenated: 2 x hidden (sentence-transformers' cls + mean tokens)
   first_last_avg  mean pooling of (first transformer layer + this layer) / 2 (`first_last_avg`)
 and, outside POOLINGS because it needs the backbone's weights, BERT's `pooler`.
@@ -42,9 +46,12 @@ from torch import Tensor
 BASE_POOLINGS: tuple[str, ...] = ("cls", "mean", "max", "last")
 NOSPECIAL_POOLINGS: tuple[str, ...] = ("mean_nospecial", "max_nospecial")  # need `special`
 # Read from one layer's token states (and its special tokens): what the feature cache stores per layer.
-TOKEN_POOLINGS: tuple[str, ...] = (*BASE_POOLINGS, "weighted_mean", *NOSPECIAL_POOLINGS)
+TOKEN_POOLINGS: tuple[str, ...] = (*BASE_POOLINGS, "weighted_mean", *NOSPECIAL_POOLINGS, "mean_nosink")
 POOLINGS: tuple[str, ...] = (*TOKEN_POOLINGS, "cls_mean", "first_last_avg")
 STRATEGIES = POOLINGS  # the name the project's published contract (docs/design.md) gives the same list
+# Sun et al. (2024), section 2: an activation is massive when its magnitude exceeds 100 AND 1,000x the median
+# |activation| of the text's hidden states at that layer (every real token, every dimension).
+MASSIVE_VALUE, MASSIVE_RATIO = 100.0, 1000.0
 
 
 def first_token_index(mask: Tensor) -> Tensor:
@@ -91,6 +98,45 @@ def _weighted_mean(hidden_states: Tensor, mask: Tensor) -> Tensor:
     return summed / weights.sum(dim=1, keepdim=True)
 
 
+def _ratio(magnitude: Tensor, mask: Tensor, max_abs: Tensor) -> Tensor:
+    """max_abs [batch, seq] over the median of `magnitude` [batch, seq, hidden] over each text's real tokens."""
+    real = torch.where(mask.bool().unsqueeze(-1), magnitude, torch.nan).flatten(1)  # padding out of the median
+    median = real.nanmedian(dim=1).values[:, None]
+    return torch.where(median > 0, max_abs / median.clamp_min(torch.finfo(torch.float32).tiny),
+                       torch.where(max_abs > 0, torch.inf, 0.0))
+
+
+def activation_extremes(hidden_states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(ratio, max_abs, top_dim) per token of [batch, seq, hidden]: its largest |activation|, that over the
+    median |activation| of its text's REAL tokens at this layer (every dimension: Sun et al.'s median; a token's
+    own median would not do, since a sink token has several raised dimensions), and the dimension holding it.
+    The median is the lower middle value, as torch.median's. A text whose activations are all 0 has ratio 0
+    (inf where one token's are not)."""
+    magnitude = hidden_states.detach().float().abs()
+    max_abs, top_dim = magnitude.max(-1)
+    return _ratio(magnitude, mask, max_abs), max_abs, top_dim
+
+
+def is_massive(ratio: Tensor, max_abs: Tensor) -> Tensor:
+    """Sun et al.'s criterion on `activation_extremes`' ratio and max_abs."""
+    return (max_abs > MASSIVE_VALUE) & (ratio > MASSIVE_RATIO)
+
+
+def massive_positions(hidden_states: Tensor, mask: Tensor) -> Tensor:
+    """bool [batch, seq]: the real tokens with a massive activation at this layer (`is_massive`). The medians
+    (a sort of every activation of a text) are taken only for texts with an activation above MASSIVE_VALUE:
+    elsewhere no token can be massive, which is most texts of most layers (the feature cache pools every
+    layer of every batch with it)."""
+    mask = mask.bool()
+    max_abs = hidden_states.detach().abs().amax(-1).float()
+    massive = mask & (max_abs > MASSIVE_VALUE)
+    rows = massive.any(1).nonzero().flatten()
+    if rows.numel():
+        magnitude = hidden_states[rows].detach().float().abs()
+        massive[rows] &= is_massive(_ratio(magnitude, mask[rows], max_abs[rows]), max_abs[rows])
+    return massive
+
+
 def check_inputs(hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
     """Validate shapes and return the mask as bool. A row with no real token is an error."""
     if hidden_states.dim() != 3:
@@ -126,6 +172,17 @@ def content_mask(mask: Tensor, special: Tensor | None) -> Tensor:
     return content
 
 
+def _mean_nosink(hidden_states: Tensor, mask: Tensor) -> Tensor:
+    """The mean over real tokens other than position 0 and the massive-activation positions. A text left with
+    no such token (a one-token text of a decoder without BOS, say) pools to the zero vector: it has nothing
+    but sinks to read, and a probe given the zero vector reads nothing from it (an error would fail a whole
+    cache entry's encoding over one short text)."""
+    keep = mask & ~massive_positions(hidden_states, mask)
+    keep[torch.arange(mask.shape[0], device=mask.device), first_token_index(mask)] = False
+    summed = torch.where(keep.unsqueeze(-1), hidden_states.float(), 0.0).sum(dim=1)
+    return summed / keep.sum(dim=1, keepdim=True).clamp_min(1).float()
+
+
 def _cls(hidden_states: Tensor, mask: Tensor) -> Tensor:
     return _gather(hidden_states, first_token_index(mask))
 
@@ -134,9 +191,10 @@ def _last(hidden_states: Tensor, mask: Tensor) -> Tensor:
     return _gather(hidden_states, last_token_index(mask))
 
 
-_POOL = {"cls": _cls, "mean": _mean, "max": _max, "last": _last, "weighted_mean": _weighted_mean}
+_POOL = {"cls": _cls, "mean": _mean, "max": _max, "last": _last, "weighted_mean": _weighted_mean,
+         "mean_nosink": _mean_nosink}
 _NOSPECIAL = {"mean_nospecial": _mean, "max_nospecial": _max}  # the same pools, over content tokens
-assert (*_POOL, *_NOSPECIAL) == TOKEN_POOLINGS
+assert {*_POOL, *_NOSPECIAL} == set(TOKEN_POOLINGS)
 
 
 def _pool_checked(hidden_states: Tensor, mask: Tensor, pooling: str, content: Tensor | None,

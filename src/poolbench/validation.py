@@ -64,6 +64,9 @@ def validate(config: Config) -> None:
         _check_pooler(config)
     if config.pooling.name == Pooling.first_last_avg and config.layer == 0:
         raise _first_last_at_embeddings(config.layer)
+    if config.pooling.name in (Pooling.prompt_last, Pooling.label_words) and config.mode.name != Mode.diagnose:
+        from poolbench.prompting.checks import check_prompt_readout  # here: only these readouts need it
+        check_prompt_readout(config)
     _check_pretrain(config.backbone)
     layer = config.layer
     if isinstance(layer, bool) or not (isinstance(layer, int) or layer == "all"):
@@ -171,8 +174,8 @@ def check_recipe(recipe: Any) -> None:
 
 def pooling_layers(pooling: str, layer: int | str, num_layers: int) -> list[int]:
     """The absolute layers a job of `pooling` computes (`absolute_layers`), within what it can read: the
-    pooler reads the final layer only, first_last_avg layers 1..num_layers (layer=all starts at 1)."""
-    if pooling == Pooling.pooler.value:
+    pooler and label_words read the final layer only, first_last_avg layers 1..num_layers (layer=all starts at 1)."""
+    if pooling in (Pooling.pooler.value, Pooling.label_words.value):
         return [num_layers]
     layers = absolute_layers(layer, num_layers)
     if pooling == Pooling.first_last_avg.value:

@@ -35,16 +35,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from huggingface_hub import try_to_load_from_cache
 from omegaconf import OmegaConf
 from torch import Tensor
-from transformers import (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer, PretrainedConfig,
-                          PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForPreTraining, AutoTokenizer,
+                          PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase)
 
 from poolbench.assets import Unavailable, atomic_write_bytes, cache_root, hub_offline_reason, package_dir
 from poolbench.backbones.packaged import PACKAGED
@@ -86,6 +86,36 @@ def load_backbone(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> B
     )
     _write_facts(cfg, backbone, cache_dir)
     return backbone
+
+
+def load_causal_lm(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> tuple[Backbone, PreTrainedModel]:
+    """The backbone's weights under their language-model head (AutoModelForCausalLM), for readouts of
+    next-token probabilities, and the backbone as `load_backbone` gives it with the head model's own
+    base model (the same weights, held once). Weights from files load with their head (SmolLM2's is tied
+    to its input embeddings); the seeded weights of tiny and init=random backbones get the tied head
+    their config declares, and an untied one is Unavailable: its weights would be no part of the backbone."""
+    backbone = load_backbone(cfg, cache_dir)
+    config = backbone.model.config
+    if cfg.source == Source.tiny or cfg.init == Init.random:
+        if not config.tie_word_embeddings:
+            raise Unavailable(f"backbone {cfg.name} has random weights and an untied language-model head: its "
+                              "next-token probabilities would come from a head that is no part of the backbone.")
+        lm = AutoModelForCausalLM.from_config(config, dtype=backbone.model.dtype)
+        lm.base_model.load_state_dict(backbone.model.state_dict())
+    else:
+        found = _resolve(cfg, cache_dir)
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(found.path, dtype=DTYPES[loaded_dtype(cfg)], **found.kwargs)
+        except ValueError as error:  # transformers' "Unrecognized configuration class" for an encoder
+            raise Unavailable(f"backbone {cfg.name} has no causal language-model head ({error})") from error
+        except OSError as error:
+            if cfg.source != Source.hub:
+                raise
+            raise _hub_unavailable(cfg, error) from error
+    if config.tie_word_embeddings and lm.get_output_embeddings().weight is not lm.get_input_embeddings().weight:
+        raise RuntimeError(f"{type(lm).__name__} of backbone {cfg.name} did not tie its head to its input embeddings")
+    lm.eval()
+    return replace(backbone, model=lm.base_model), lm
 
 
 def loaded_dtype(cfg: BackboneConfig) -> Dtype:
@@ -325,16 +355,24 @@ def _config_facts(directory: Path) -> dict:
             "hidden_size": config.get("hidden_size", config.get("n_embd"))}
 
 
+def backbone_entry(name: str) -> Any:
+    """conf/backbone/<name>.yaml as Hydra merges it, without the schema: an option that extends another of
+    the group (a plain name in its defaults list, as the NSP ablation's arms extend `pretrained`) is that
+    option with its own keys over it."""
+    entry = OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml")
+    parents = [item for item in entry.pop("defaults", []) if isinstance(item, str) and item != "_self_"
+               and not item.startswith("/")]
+    return OmegaConf.merge(*(backbone_entry(parent) for parent in parents), entry)
+
+
 def backbone_options() -> dict[str, BackboneConfig]:
     """Every conf/backbone/*.yaml by option name (what `backbone=<name>` selects), over the schema and
-    resolved as Hydra composes it: the `pretrained` option's name and family follow from its recipe."""
+    resolved as Hydra composes it outside a run: the `pretrained` options' names and families follow from
+    their recipes (a recipe seed that follows the run's `seed` is 0 here)."""
     register()  # the resolvers that options interpolate
-    options = {}
-    for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
-        entry = OmegaConf.load(path)
-        entry.pop("defaults", None)
-        options[path.stem] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), entry))
-    return options
+    return {path.stem: OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig),
+                                                           backbone_entry(path.stem)))
+            for path in sorted((CONF_DIR / "backbone").glob("*.yaml"))}
 
 
 def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:

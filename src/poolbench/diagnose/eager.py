@@ -13,7 +13,8 @@ bias is added once per query, not per key, so it is no key's contribution and is
 norms are computed inside forward hooks on the value projections, so no value tensor is kept.
 
 Known architectures (`value_projections`): BERT-type encoders (`encoder.layer[i].attention.self.value`
-and `.attention.output.dense`: BertModel, RoBERTa-type) and Llama-type decoders
+and `.attention.output.dense`: BertModel, RoBERTa-type), MPNet (`encoder.layer[i].attention.attn.v` and
+`.attn.o`) and Llama-type decoders
 (`layers[i].self_attn.v_proj` / `.o_proj`: SmolLM2, Llama, Gemma). Elsewhere (GPT-2's fused qkv
 projection) `value_norms` is None and the value-weighted measures are not reported.
 """
@@ -64,6 +65,9 @@ def value_projections(model: PreTrainedModel) -> list[ValueProjection] | None:
     encoder = getattr(model, "encoder", None)
     if encoder is not None and hasattr(encoder, "layer") and hasattr(encoder.layer[0].attention, "self"):
         return [ValueProjection(block.attention.self.value, block.attention.output.dense, heads, heads)
+                for block in encoder.layer]
+    if encoder is not None and hasattr(encoder, "layer") and hasattr(getattr(encoder.layer[0].attention, "attn", None), "v"):
+        return [ValueProjection(block.attention.attn.v, block.attention.attn.o, heads, heads)  # MPNet
                 for block in encoder.layer]
     blocks = getattr(model, "layers", None)
     if blocks is not None and hasattr(blocks[0], "self_attn") and hasattr(blocks[0].self_attn, "v_proj"):

@@ -1,13 +1,14 @@
 """Massive activations per layer and position class (Sun et al. 2024), from one pass's hidden states.
 
-For a token's hidden state h [hidden] at layer l (0 = embeddings) of a text:
+For a token's hidden state h [hidden] at layer l (0 = embeddings) of a text (`pooling.activation_extremes`):
   ratio     max_d |h_d| / the median |activation| of the text's layer-l hidden states (every real
             token, every dimension: Sun et al.'s median, their Table 1): how far the token's largest
             activation stands above a typical activation of that layer. (The token's own median would
             not do: a sink token has several raised dimensions and its own median rises with them.)
   max_abs   max_d |h_d|
   top_dim   argmax_d |h_d|
-  massive   Sun et al.'s criterion: max_abs > 100 AND ratio > 1000
+  massive   Sun et al.'s criterion: max_abs > 100 AND ratio > 1000 (`pooling.is_massive`: the same
+            positions the mean_nosink readout leaves out)
 Position classes, located from the mask as the readouts are: "first" (h_0, the first real token),
 "last" (the last real token: [SEP] of an encoder), and "content" (every other real, non-special
 token; the text's most extreme one counts: a massive activation sits on a few tokens, so a mean
@@ -24,22 +25,10 @@ import torch
 from torch import Tensor
 
 from poolbench.diagnose.stats import mean_over_texts
-from poolbench.pooling import first_token_index, last_token_index
+from poolbench.pooling import activation_extremes, first_token_index, is_massive, last_token_index
 
 POSITIONS = ("first", "last", "content")
-MASSIVE_VALUE, MASSIVE_RATIO = 100.0, 1000.0  # Sun et al. 2024, section 2
 METRICS = ("ratio", "max_abs", "massive")
-
-
-def token_extremes(hidden: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(ratio, max_abs, top_dim) per token of [batch, seq, hidden], the ratio over the median |activation| of
-    the text's real tokens (`real` [batch, seq]); a text whose activations are all 0 has ratio 0."""
-    magnitude = hidden.detach().float().abs()
-    max_abs, top_dim = magnitude.max(-1)
-    median = torch.stack([m[r].median() for m, r in zip(magnitude, real)])[:, None]  # per text, real tokens only
-    ratio = torch.where(median > 0, max_abs / median.clamp_min(torch.finfo(torch.float32).tiny),
-                        torch.where(max_abs > 0, torch.inf, 0.0))
-    return ratio, max_abs, top_dim
 
 
 def massive_frame(hidden_states: Sequence[Tensor], attention_mask: Tensor, special: Tensor) -> pd.DataFrame:
@@ -53,7 +42,8 @@ def massive_frame(hidden_states: Sequence[Tensor], attention_mask: Tensor, speci
     content[rows, last] = False
     frames = []
     for layer, hidden in enumerate(hidden_states):
-        ratio, max_abs, top_dim = token_extremes(hidden, real)
+        ratio, max_abs, top_dim = activation_extremes(hidden, real)
+        massive = is_massive(ratio, max_abs)
         picks = {"first": first, "last": last,
                  "content": torch.where(content, ratio, -1.0).argmax(1)}  # the text's most extreme content token
         for position, index in picks.items():
@@ -62,7 +52,7 @@ def massive_frame(hidden_states: Sequence[Tensor], attention_mask: Tensor, speci
             frames.append(pd.DataFrame({
                 "layer": layer, "position": position, "text": rows[keep].numpy(), "ratio": r.numpy(),
                 "max_abs": m.numpy(), "top_dim": top_dim[rows, index][keep].numpy(),
-                "massive": ((m > MASSIVE_VALUE) & (r > MASSIVE_RATIO)).double().numpy()}))
+                "massive": massive[rows, index][keep].double().numpy()}))
     return pd.concat(frames, ignore_index=True)
 
 

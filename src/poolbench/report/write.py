@@ -20,7 +20,8 @@ into one output directory:
                     under the other, counts and up to ten ids each way
   table.tex         booktabs table of test accuracy, mean ± sd, final layer, best per row in bold
   *.png             accuracy per task and backbone; accuracy per layer; win/tie/loss against cls
-  sink.csv, sink.png with diagnose records: the "Sink or summary" section (report/sink.py)
+  sink.csv, sink-<backbone>-<task>.png
+                    with diagnose records: the "Sink or summary" section (report/sink.py)
   arm_*.csv, intrinsic.csv, arms.png
                     with backbones pretrained here in arms: the arms compared (report/arms.py)
   precision.csv, precision_verdicts.csv
@@ -41,8 +42,9 @@ import shlex
 import shutil
 import sys
 from datetime import datetime, timezone
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 from hydra.experimental.callback import Callback
@@ -60,7 +62,7 @@ from poolbench.report.equivalence import MARGIN, PERMUTATIONS
 from poolbench.report.naming import at_final_layer, values_of
 from poolbench.report.precision import PRECISION_OUTPUTS, precision_section
 from poolbench.report.protocols import PROTOCOL_OUTPUTS, protocols_section
-from poolbench.report.sink import sink_section
+from poolbench.report.sink import SinkThresholds, sink_option, sink_section
 from poolbench.report.statistics import (BOOTSTRAP_RESAMPLES, MIN_WILCOXON_CELLS, across_cells, compare_to_cls,
                                          example_differences, flip_table, summarize)
 from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_markdown, comparisons_for_markdown,
@@ -147,11 +149,12 @@ def setup_section(runs: pd.DataFrame, commands: list[str]) -> list[str]:
 
 
 def write_report(collection: Collection, out: Path, title: str | None = None, commands: Iterable[str] = (),
-                 margin: float = MARGIN) -> Path:
+                 margin: float = MARGIN, sink: SinkThresholds = SinkThresholds()) -> Path:
     """Analyse the collected runs and write every output into `out`; returns REPORT.md's path.
     `commands`: how the runs and the report were produced, for the provenance section; `margin`:
-    the equivalence margin, as a fraction (0.01 = one accuracy point). Diagnose runs predict nothing:
-    they enter the Mechanism and the Sink-or-summary sections only."""
+    the equivalence margin, as a fraction (0.01 = one accuracy point); `sink`: where the Sink-or-summary
+    verdict draws its lines. Diagnose runs predict nothing: they enter the Mechanism and the
+    Sink-or-summary sections only."""
     if not collection.finished and not collection.protocols:
         raise ReportError(f"no finished runs to report ({len(collection.failed)} failed, "
                           f"{len(collection.unreadable)} unreadable, {len(collection.missing)} without a record)")
@@ -192,7 +195,7 @@ def write_report(collection: Collection, out: Path, title: str | None = None, co
         if collection.precisions:  # a precision study: the same settings in another precision than float32
             lines += precision_lines(runs, predictions, collection.precisions, out, margin)
     lines += mechanism_section(every_run, summary, out)
-    lines += sink_section(every_run, out)
+    lines += sink_section(every_run, out, sink, summary)
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     print_to_console(collection, unavailable_predictions, accuracy, verdict, report)
@@ -320,9 +323,10 @@ def print_to_console(collection: Collection, unavailable_predictions: list[str],
     console.print(f"report: {report}", markup=False)
 
 
-def build_report(roots: list[Path], out: Path, title: str | None = None, commands: Iterable[str] = ()) -> Path:
+def build_report(roots: list[Path], out: Path, title: str | None = None, commands: Iterable[str] = (),
+                 sink: SinkThresholds = SinkThresholds()) -> Path:
     """The report of every record below `roots`, written into `out`; returns REPORT.md's path."""
-    return write_report(collect(*read_local(roots)), out, title, [*sweep_commands(roots), *commands])
+    return write_report(collect(*read_local(roots)), out, title, [*sweep_commands(roots), *commands], sink=sink)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", metavar="STUDY", help="the W&B group (study) to read, with --from-wandb")
     parser.add_argument("--margin", type=float, default=MARGIN,
                         help=f"equivalence margin as a fraction of accuracy (default {MARGIN}: one point)")
+    thresholds = parser.add_argument_group("Sink-or-summary thresholds (fractions in [0, 1])")
+    for threshold in fields(SinkThresholds):
+        thresholds.add_argument(sink_option(threshold.name), dest=f"sink_{threshold.name}", type=float,
+                                default=threshold.default, metavar="FRACTION",
+                                help=f"{threshold.metadata['help']} (default {threshold.default})".replace("%", "%%"))
     args = parser.parse_args(argv)
     if not args.runs and not args.from_wandb:
         parser.error("give run or sweep directories, or --from-wandb ENTITY/PROJECT --group STUDY")
@@ -341,13 +350,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--from-wandb and --group go together")
     if not 0 < args.margin < 1:
         parser.error("--margin is a fraction of accuracy between 0 and 1, e.g. 0.01 for one point")
+    try:
+        sink = SinkThresholds(**{f.name: getattr(args, f"sink_{f.name}") for f in fields(SinkThresholds)})
+    except ValueError as error:
+        parser.error(str(error))
     command = f"`{shlex.join(['poolbench-report', *(sys.argv[1:] if argv is None else argv)])}`"
     try:
         records, unreadable, missing = read_local(args.runs)
         if args.from_wandb:
             records += read_wandb(args.from_wandb, args.group)
         write_report(collect(records, unreadable, missing), args.out, args.title, [*sweep_commands(args.runs), command],
-                     args.margin)
+                     args.margin, sink)
     except ReportError as error:
         console.print(f"poolbench-report: {error}", style="red", markup=False)
         return 1
@@ -379,15 +392,18 @@ class MultirunReport(Callback):
     into `out` when given (an experiment sets it to its results/ directory, so that the sweep's one
     command regenerates the shipped study); then print the sweep's summary and, when any run failed,
     end the process with exit status 1 so that a cluster script can react (whatever the launcher:
-    the callback runs in the launching process)."""
+    the callback runs in the launching process). `sink`: Sink-or-summary thresholds by name
+    (`hydra.callbacks.report.sink.min_decodable=0.1`; report/sink.py:SinkThresholds), checked here, when
+    Hydra makes the callback, before any job runs."""
 
-    def __init__(self, out: str | None = None) -> None:
+    def __init__(self, out: str | None = None, sink: Mapping[str, float] | None = None) -> None:
         self.out = out
+        self.sink = SinkThresholds.of(sink)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            build_report([sweep_dir], sweep_dir / "report")
+            build_report([sweep_dir], sweep_dir / "report", sink=self.sink)
             if self.out:  # the same report, built once (a large study's report takes a minute)
                 shutil.copytree(sweep_dir / "report", self.out, dirs_exist_ok=True)
                 console.print(f"report: {Path(self.out) / 'REPORT.md'}", markup=False)
