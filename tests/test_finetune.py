@@ -26,7 +26,7 @@ def test_smoke_training_writes_a_complete_record(make_cfg, tmp_path):
     assert (predictions["prediction"] == predictions["probs"].map(lambda p: p.argmax())).all()
     accuracy = (predictions["prediction"] == predictions["label"]).mean()
     assert accuracy == pytest.approx(saved.metrics["test/acc"], abs=1e-6)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "outputs" / "checkpoints" / record.run_id).exists()  # removed once tested
 
 
 def test_the_same_config_and_seed_give_the_same_metrics_and_a_finished_run_is_reused(make_cfg, tmp_path):

@@ -331,6 +331,15 @@ def test_a_wandb_run_keeps_the_run_id_it_logged_else_its_wandb_id():
     assert wandb_record(run).run_id == run.id
 
 
+def test_a_wandb_runs_logged_timings_are_its_timings_not_metrics():
+    run = fake_wandb_run(0, "t0", "cls")
+    run.summary_metrics |= {"timings/encode_s": 2.0, "timings/total_s": 5.0}  # jobs.log_metrics
+    record = wandb_record(run)
+    assert record.timings == {"encode_s": 2.0, "total_s": 5.0}
+    assert not any(key.startswith("timings/") for key in record.metrics)
+    assert wandb_record(fake_wandb_run(0, "t0", "cls")).timings == {"total_s": 3.0}  # logged before: W&B's run time
+
+
 def test_wandb_without_an_api_key_says_what_to_do(monkeypatch):
     def no_key():
         raise wandb.errors.UsageError("api_key not configured (no-tty)")

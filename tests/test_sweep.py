@@ -156,6 +156,25 @@ def test_the_ablation_sweep_pretrains_each_arm_once_probes_it_refuses_what_does_
     assert mtimes == {name: (cache_dir / "pretrained" / name / "model.safetensors").stat().st_mtime for name in built}
 
 
+def test_a_sweep_through_submitit_local_writes_the_records_of_the_basic_launcher(poolbench_cli, tmp_path):
+    """launcher=submitit_local: jobs pickled into submitit's folder and run in their own processes (the
+    code path of launcher=slurm) give the run ids and metrics of the same sweep in one process."""
+    sweep = ["-m", "pooling=cls,mean", "logger=none", "skip_finished=false", *TINY]
+    poolbench_cli(*sweep, "study=basic")
+    submitted = poolbench_cli(*sweep, "study=submitit", "launcher=submitit_local")
+    [basic_dir] = (tmp_path / "outputs" / "basic").iterdir()
+    [submitit_dir] = (tmp_path / "outputs" / "submitit").iterdir()
+    assert list((submitit_dir / ".submitit").glob("*/*_result.pkl")), "the jobs did not go through submitit"
+    assert "sweep summary: 2 runs finished (2 computed, 0 reused), 0 failed" in submitted.stdout
+    basic = {r.factors.pooling: r for r in find_records(basic_dir)}
+    submitit = {r.factors.pooling: r for r in find_records(submitit_dir)}
+    assert sorted(submitit) == sorted(basic) == ["cls", "mean"]
+    for pooling, record in submitit.items():
+        assert record.status == "finished" and record.reused_from is None
+        assert record.run_id == basic[pooling].run_id
+        assert record.metrics == pytest.approx(basic[pooling].metrics, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_a_two_process_pretraining_build_through_poolbench_runs_the_job_once(poolbench_cli, tmp_path, cache_dir):
     """`backbone.pretrain.devices=2` (Lightning DDP on 2 CPU processes, gloo) through the installed

@@ -268,7 +268,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 20
     num_sanity_val_steps: int = 0
-    enable_progress_bar: bool = False
+    enable_progress_bar: Optional[bool] = None  # null: Lightning's bar on a terminal, else a log line per epoch
     enable_model_summary: bool = False
 
 
@@ -306,8 +306,11 @@ class Job:
     seed: int
     layers: tuple[int, ...]
     cache_dir: Path
-    output_dir: Path  # the Hydra job dir: scratch space (checkpoints); records are the job owner's
+    output_dir: Path  # the Hydra job dir (the trainer's default root); records are the job owner's
     template: Optional[str] = None  # pooling.template, for the prompt readouts (poolbench.prompting) only
+    # Where a fine-tuning run keeps the checkpoints it resumes from: named by its run id under the output
+    # root, so that the same command re-launched into a new sweep dir finds them (poolbench.resume).
+    checkpoint_dir: Path | None = None
 
 
 def arm_family(arm: str) -> str:

@@ -68,6 +68,7 @@ from poolbench.backbones import (MODEL_INPUTS, PACKAGED, Backbone, forward_hidde
                                  loaded_dtype)
 from poolbench.data import sorted_batches, tokenize
 from poolbench.config import BackboneConfig, Source, TaskConfig, plain_fields
+from poolbench.progress import Progress
 from poolbench.pooling import (NOSPECIAL_POOLINGS, POOLINGS, TOKEN_POOLINGS, adds_special_tokens, pool_all, pooler,
                                special_mask, special_token_ids)
 from poolbench.tasks import SPLITS, Task, load_task
@@ -319,14 +320,15 @@ def encode_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor], pooling
 
 def encode_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, max_tokens: int,
                  out: dict[str, np.ndarray] | None = None, num_layers: int | None = None,
-                 poolings: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], EncodeStats]:
+                 poolings: Sequence[str] | None = None, description: str = "encoding"
+                 ) -> tuple[dict[str, np.ndarray], EncodeStats]:
     """Pool one tokenized split. `out` maps pooling -> a [num_layers + 1, n, hidden] float32 array
     (e.g. a memory map) filled in dataset order; made in RAM when not given. `poolings`: those of
-    `out`, else what a new entry stores (`stored_poolings`)."""
+    `out`, else what a new entry stores (`stored_poolings`). `description` names the progress shown."""
     poolings = tuple(out) if out is not None else stored_poolings(tokenizer) if poolings is None else tuple(poolings)
     special_ids = special_token_ids(tokenizer)
     stats = EncodeStats(examples=len(dataset))
-    with torch.inference_mode():
+    with torch.inference_mode(), Progress(len(dataset), description, "texts") as progress:
         for positions, batch in encoding_batches(dataset, tokenizer, max_tokens):
             pooled = encode_batch(model, batch, poolings, special_ids).numpy()
             if out is None:
@@ -339,6 +341,7 @@ def encode_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dat
             stats.batches += 1
             stats.real_tokens += int(mask.sum())
             stats.computed_tokens += mask.numel()
+            progress.update(len(positions))
     return out or {}, stats
 
 
@@ -369,7 +372,8 @@ def _encode_splits(backbone: Backbone, task: Task, max_length: int, max_tokens: 
         shape = (backbone.num_layers + 1, len(dataset), backbone.hidden_size)
         arrays = {p: np.lib.format.open_memmap(path(split, p), mode="w+", dtype=np.float32, shape=shape)
                   for p in poolings}
-        _, stats = encode_split(backbone.model, backbone.tokenizer, dataset, max_tokens, arrays, backbone.num_layers)
+        _, stats = encode_split(backbone.model, backbone.tokenizer, dataset, max_tokens, arrays, backbone.num_layers,
+                                description=f"encoding {task.name}/{split}")
         for array in arrays.values():
             array.flush()
         del arrays

@@ -2,7 +2,8 @@
 Lightning (`model.PoolingClassifier`, `data.TaskDataModule`). One job = one pooling of one layer.
 
 Model selection is on validation only: the checkpoint of the best validation accuracy is kept,
-and test is evaluated once, at that checkpoint.
+and test is evaluated once, at that checkpoint. A killed run resumes from its last epoch when
+re-launched (poolbench.resume); its checkpoints are removed once it has been tested.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 import lightning as L
+from filelock import FileLock
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from poolbench.backbones import load_backbone
@@ -21,7 +23,9 @@ from poolbench.config import Job
 from poolbench.data import TaskDataModule
 from poolbench.model import PoolingClassifier
 from poolbench.pooling import special_token_ids
+from poolbench.progress import EpochLines, on_terminal
 from poolbench.records import RunResult
+from poolbench.resume import RandomStates, last_epoch_checkpoint, resume_point
 from poolbench.tasks import load_task
 
 
@@ -40,17 +44,26 @@ def run(job: Job, logger: Any = None) -> list[RunResult]:
                               hidden_size=backbone.hidden_size, lr=settings.lr, weight_decay=settings.weight_decay,
                               warmup_ratio=settings.warmup_ratio, dropout=settings.dropout,
                               special_ids=special_token_ids(backbone.tokenizer))
-    checkpoints = job.output_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc", mode="max",
-                                 save_top_k=1, save_weights_only=True)
-    trainer = L.Trainer(**dataclasses.asdict(job.trainer), logger=logger or False, callbacks=[checkpoint],
+    checkpoints = job.checkpoint_dir or job.output_dir / "checkpoints"  # a Job made by hand: resumes in its dir
+    # First: `trainer.validate(ckpt_path="best")` reads the first ModelCheckpoint.
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc", mode="max",
+                           save_top_k=1, save_weights_only=True)
+    trainer_args = dataclasses.asdict(job.trainer)
+    if trainer_args["enable_progress_bar"] is None:
+        trainer_args["enable_progress_bar"] = on_terminal()
+    lines = [] if trainer_args["enable_progress_bar"] else [EpochLines()]
+    trainer = L.Trainer(**trainer_args, logger=logger or False,
+                        callbacks=[best, last_epoch_checkpoint(checkpoints), RandomStates(), *lines],
                         default_root_dir=job.output_dir)
-    trainer.fit(model, datamodule=data)
-    trained = time.perf_counter()
-    val_metrics = trainer.validate(model, datamodule=data, ckpt_path="best", verbose=False)[0]
-    test_metrics = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
-    best_epoch = int(re.search(r"epoch=(\d+)", checkpoint.best_model_path).group(1))
-    shutil.rmtree(checkpoints)  # the record keeps the predictions; weights are not needed
+    # One process at a time trains a run (two sweeps launched at once would share its checkpoints).
+    checkpoints.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{checkpoints}.lock"):
+        trainer.fit(model, datamodule=data, ckpt_path=resume_point(checkpoints), weights_only=False)
+        trained = time.perf_counter()
+        val_metrics = trainer.validate(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+        test_metrics = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+        best_epoch = int(re.search(r"epoch=(\d+)", best.best_model_path).group(1))
+        shutil.rmtree(checkpoints)  # the record keeps the predictions; weights are not needed
     predictions = model.predictions()
     return [RunResult(
         layer=layer,

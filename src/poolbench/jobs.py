@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
+from poolbench.assets import atomic_write_bytes
 from poolbench.backbones import backbone_depth, backbone_facts, known_facts
 from poolbench.closeness import METRIC_PREFIX as CLOSENESS_METRICS
 from poolbench.config import Config, ConfigError, Job, Mode, Protocol, Source, plain_fields
@@ -208,12 +209,22 @@ def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
     return Path(output_dir) / "records" / f"{pooling}-L{layer}-s{seed}"
 
 
+def checkpoint_dir(output_root: Path, run_id: str) -> Path:
+    """A run's checkpoints (fine-tuning: one run per job), found again by a re-launch whatever its sweep dir."""
+    return Path(output_root) / "checkpoints" / run_id
+
+
 # ---------------------------------------------------------------------------------------------
 # Logging
 
-def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
+WANDB_RUN_ID = "wandb_run_id"  # the file in a run's checkpoint dir naming its W&B run
+
+
+def make_logger(cfg: DictConfig, config: Config, run_ids: list[str], resumable: Path | None = None):
     """The configured Lightning logger, or None. W&B gets every factor as a top-level config key
-    and a tag, the run ids, the full resolved config under `config`, and the study as its group."""
+    and a tag, the run ids, the full resolved config under `config`, and the study as its group.
+    A run that may resume (its checkpoint dir `resumable`) keeps its W&B run id there: a re-launch
+    continues the same W&B run (resume="allow")."""
     if not cfg.logger:
         return None
     options = OmegaConf.to_container(cfg.logger, resolve=True)
@@ -224,6 +235,8 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
                    if k != "num_layers"}
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved["backbone"]["dtype"] = config.backbone.dtype.value  # the precision that ran, as in the records
+    if resumable is not None and (resumable / WANDB_RUN_ID).exists():
+        options |= {"id": (resumable / WANDB_RUN_ID).read_text(), "resume": "allow"}
     logger = logger_class(
         **options,
         name="-".join(str(run_factors[k]) for k in ("backbone", "task", "mode", "pooling", "layer", "seed")),
@@ -235,15 +248,19 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str]):
     # The dashboard's summary shows the best validation score, not the last one.
     for metric in ("val/acc", "val/f1"):
         logger.experiment.define_metric(metric, summary="max")
+    if resumable is not None:
+        atomic_write_bytes(resumable / WANDB_RUN_ID, logger.experiment.id.encode())
     return logger
 
 
 PER_LAYER = "per_layer"  # W&B history keys drawn against the `layer` step metric
+TIMINGS = "timings"  # W&B summary keys of the job's timings (report.collect reads them back as timings)
 
 
 def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) -> None:
     """Every layer's `logged` metrics as `L<layer>/<metric>` summary keys (what `poolbench-report
-    --from-wandb` reads); a one-layer job also under the plain keys. In W&B also one history row per
+    --from-wandb` reads); a one-layer job also under the plain keys; the job's timings as
+    `timings/<phase>`. In W&B also one history row per
     layer, `per_layer/<metric>` against the step metric `layer`, so that a dashboard draws accuracy
     against layer (a line plot with x = layer), the study's central figure; those keys stay out of the
     summary, whose last value would be the last layer's only."""
@@ -251,6 +268,9 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
         return
     metrics = {f"L{r.factors.layer}/{key}": value for r in records for key, value in r.metrics.items() if logged(key)}
     metrics |= {key: value for key, value in records[0].metrics.items() if key.startswith("pretrain/")}
+    # The job's time (a job's runs share it), from a run it computed: for the dashboard's timings.
+    computed = [r for r in records if r.reused_from is None]
+    metrics |= {f"{TIMINGS}/{key}": value for key, value in (computed or records)[0].timings.items()}
     if len(records) == 1:
         metrics.update({key: value for key, value in records[0].metrics.items() if logged(key)})
     logger.log_metrics(metrics)
@@ -431,12 +451,14 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                      previous.dir)
             records[layer] = reuse_record(previous, record_dir(output_dir, pooling, layer, seed))
     todo = tuple(layer for layer in layers if layer not in records)
-    logger = make_logger(cfg, config, list(run_ids.values())) if todo else None
+    # A fine-tuning run (one per job) may resume from its checkpoints, and then its W&B run too.
+    resumable = checkpoint_dir(output_root, run_ids[todo[0]]) if todo and config.mode.name == Mode.finetune else None
+    logger = make_logger(cfg, config, list(run_ids.values()), resumable) if todo else None
     try:
         if todo:
             job = Job(backbone=config.backbone, task=config.task, pooling=pooling, mode=config.mode,
                       trainer=config.trainer, seed=seed, layers=todo, cache_dir=cache_dir, output_dir=output_dir,
-                      template=config.pooling.template)
+                      template=config.pooling.template, checkpoint_dir=resumable)
             for result in mode.run(job, logger):
                 record = Record(run_id=run_ids[result.layer], status="finished", study=config.study,
                                 factors=factors(config, result.layer, num_layers),

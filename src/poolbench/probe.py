@@ -51,6 +51,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from poolbench.closeness import closeness
 from poolbench.config import Job, ProbeConfig
 from poolbench.features import FeatureSet, features_for
+from poolbench.progress import Progress
 from poolbench.records import RunResult
 from poolbench.tasks import stratified_indices
 
@@ -148,6 +149,7 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
     order = torch.Generator().manual_seed(seed_of("order", seed))
     onehot_all = torch.nn.functional.one_hot(train_y, C).float()
     step = 0
+    progress = Progress(max_epochs, f"training {L * D} heads", "epochs")  # early stopping may end it sooner
     for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(n, generator=order).split(batch_size):
             x = train_x[live.unsqueeze(1), batch]  # [L', B, H]: the live layers' rows of this batch
@@ -164,6 +166,7 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
                 m.lerp_(grad, 1 - BETAS[0])
                 v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
                 param.addcdiv_(m, v.sqrt().div_(root_correction2).add_(EPS), value=-step_size)
+        progress.update()
         val_loss, val_acc = _loss_acc(head_logits(val_x, weight, bias), val_y)
         best_acc, best_loss = best.val_acc[live], best.val_loss[live]
         improved = active[live] & ((val_acc > best_acc) | ((val_acc == best_acc) & (val_loss < best_loss - MIN_LOSS_DELTA)))
@@ -181,6 +184,7 @@ def train_heads(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, 
         if not keep.all():
             live = live[keep]
             weight, bias, m_w, v_w, m_b, v_b, val_x = (t[keep] for t in (weight, bias, m_w, v_w, m_b, v_b, val_x))
+    progress.close()
     return best
 
 

@@ -92,9 +92,11 @@ def wandb_record(run: Any) -> Record:
         status="finished" if run.state == "finished" else "failed",
         study=getattr(run, "group", None),
         factors=Factors(**{factor: config.get(factor) for factor in FACTORS}) if logged else None,
-        metrics={k: v for k, v in summary.items()
-                 if not k.startswith("_") and not HISTORY_ONLY.fullmatch(k) and isinstance(v, (int, float))},
-        timings={"total_s": summary.get("_runtime")},
+        metrics={k: v for k, v in summary.items() if not k.startswith("_") and not HISTORY_ONLY.fullmatch(k)
+                 and not k.startswith(TIMINGS) and isinstance(v, (int, float))},
+        # jobs.log_metrics' timings; runs logged before them: W&B's run time
+        timings={k[len(TIMINGS):]: v for k, v in summary.items() if k.startswith(TIMINGS)}
+                or {"total_s": summary.get("_runtime")},
         config=config.get("config", config),
         versions={},
         git_commit=getattr(run, "commit", None),
@@ -114,6 +116,7 @@ LAYER_METRIC = re.compile(r"L(\d+)/(.+)")  # how jobs.log_metrics names a layer'
 # jobs.log_metrics' history rows (a metric against the step metric `layer`): the summary may hold their
 # last row, which is no metric of the run.
 HISTORY_ONLY = re.compile(r"layer|per_layer/.+")
+TIMINGS = "timings/"  # jobs.log_metrics' summary keys of a job's timings
 
 
 def wandb_layer_records(run: Any) -> list[Record]:

@@ -53,6 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench.records import Record
+from poolbench.report import dashboard
 from poolbench.report.arms import arms_section
 from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
                                       runs_table, sweep_commands)
@@ -390,7 +391,8 @@ def sweep_summary(sweep_dir: Path) -> tuple[list[str], int]:
 class MultirunReport(Callback):
     """Hydra callback: when a multirun ends, write its report into `<sweep dir>/report/`, and also
     into `out` when given (an experiment sets it to its results/ directory, so that the sweep's one
-    command regenerates the shipped study); then print the sweep's summary and, when any run failed,
+    command regenerates the shipped study); then print the sweep's summary (with, when its jobs logged
+    to W&B, the dashboard spec and the `wandb sync` command of its offline runs) and, when any run failed,
     end the process with exit status 1 so that a cluster script can react (whatever the launcher:
     the callback runs in the launching process). `sink`: Sink-or-summary thresholds by name
     (`hydra.callbacks.report.sink.min_decodable=0.1`; report/sink.py:SinkThresholds), checked here, when
@@ -412,6 +414,7 @@ class MultirunReport(Callback):
             # is worth a warning, not a traceback after the last job.
             log.warning("no report for %s: %s", sweep_dir, error)
         lines, failed = sweep_summary(sweep_dir)
+        lines += dashboard.sweep_lines(sweep_dir, read_local([sweep_dir])[0])
         console.print("\n".join(lines), markup=False, soft_wrap=True)
         if failed:
             # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
