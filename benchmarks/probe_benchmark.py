@@ -66,13 +66,14 @@ from rich.console import Console
 from rich.table import Table
 
 from poolbench.backbones import Backbone, load_backbone
-from poolbench.config import CONF_DIR, register, validate
+from poolbench.config import CONF_DIR, register
 from poolbench.data import sorted_batches, tokenize
 from poolbench.features import EncodeStats, encode_split, encoding_batches, encoding_plan, features_for
 from poolbench.pooling import BASE_POOLINGS
 from poolbench.jobs import run_job, typed_config
 from poolbench.records import Record
 from poolbench.tasks import SPLITS, load_task
+from poolbench.validation import validate
 
 register()  # the config schema, as the `poolbench` entry point registers it
 

@@ -12,10 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from poolbench.config import CONF_DIR, register, validate
+from poolbench.config import CONF_DIR, register
 from poolbench.features import features_for
 from poolbench.jobs import typed_config
 from poolbench.tasks import SPLITS
+from poolbench.validation import validate
 
 REPO = CONF_DIR.parent
 register()  # the config schema, as the `poolbench` entry point registers it

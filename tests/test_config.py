@@ -6,8 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from poolbench.config import CONF_DIR, ConfigError, Pooling, Source, absolute_layers
+from poolbench.config import CONF_DIR, ConfigError, Pooling, Source
 from poolbench.jobs import typed_config
+from poolbench.validation import absolute_layers
 
 
 def test_the_default_config_composes_and_is_typed(make_cfg):

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from poolbench.backbones import PACKAGED, load_backbone, load_causal_lm
-from poolbench.config import CONF_DIR, ConfigError, validate
+from poolbench.config import CONF_DIR, ConfigError
 from poolbench.features import feature_identity, feature_key, features_for, features_root
 from poolbench.jobs import MODES, plan_job, run_job, typed_config
 from poolbench.prompting import PROMPTEOL
@@ -30,6 +30,7 @@ from poolbench.prompting.label_words import next_token_log_probs
 from poolbench.prompting.template import apply_template, label_word_tokens, tokenize_prompted, truncated_texts
 from poolbench.records import read_predictions, read_record, run_identity
 from poolbench.tasks import Task, load_task
+from poolbench.validation import validate
 
 PREFIX, SUFFIX = PROMPTEOL.split("{text}")
 TEXTS = ["What is corona?", "hi",

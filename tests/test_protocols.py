@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from poolbench.config import ConfigError, Job, Protocol, validate
+from poolbench.config import ConfigError, Job, Protocol
 from poolbench.jobs import probe_identity, run_job as run, typed_config
 from poolbench.protocols.control import control_function, control_labels, first_content_word
 from poolbench.protocols.curve import curve_subsets
@@ -21,6 +21,7 @@ from poolbench.protocols.mdl import block_ends, online_codelength
 from poolbench.protocols.sampling import per_label_rows
 from poolbench.records import run_identity
 from poolbench.tasks import load_task
+from poolbench.validation import validate
 
 PROBE = ["mode=probe", "task=mcid", "logger=none", "backbone=tiny-bert", "mode.max_epochs=5", "layer=all"]
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,32 @@ def test_a_sweep_through_submitit_local_writes_the_records_of_the_basic_launcher
         assert record.status == "finished" and record.reused_from is None
         assert record.run_id == basic[pooling].run_id
         assert record.metrics == pytest.approx(basic[pooling].metrics, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_two_process_pretraining_build_through_poolbench_runs_the_job_once(poolbench_cli, tmp_path, cache_dir):
+    """`backbone.pretrain.devices=2` (Lightning DDP on 2 CPU processes, gloo) through the installed
+    script, in a multirun: both ranks train the build (Lightning's "MEMBER: 2/2"), an mlm arm's (whose
+    pooler and sentence head no loss reaches), and the job runs once: 1 finished record in the output
+    root, in the one sweep dir. Lightning starts rank 1 by running the current program again: run as the
+    job itself, rank 1 ran the sweep again and wrote its own records, so the job owner builds in a
+    program of its own (pretrain.build.build_in_own_program). Slow: 133 s on 2 CPU cores shared with a
+    running study (niced), with the corpus, its tokenizer and statistics cached (minutes more without)."""
+    sweep = ["-m", "backbone=pretrained", "backbone.pretrain.arm=mlm", "backbone.pretrain.size=tiny",
+             "backbone.pretrain.steps=2", "backbone.pretrain.batch_size=4", "backbone.pretrain.devices=2",
+             "backbone.pretrain.accelerator=cpu", "mode=probe", "task=mcid", "task.max_train_examples=64",
+             "pooling=mean", "mode.max_epochs=1", "logger=none", "study=ddptest",
+             "hydra.sweep.subdir=${hydra:job.num}"]  # job dirs named by number: these overrides are too long a name
+    from poolbench.config import PretrainConfig
+    from poolbench.pretrain.build import recipe_of
+    from poolbench.pretrain.recipe import pretrained_dir
+
+    recipe = recipe_of(PretrainConfig(arm="mlm", size="tiny", steps=2, batch_size=4), cache_dir)
+    built = pretrained_dir(recipe, cache_dir)
+    shutil.rmtree(built, ignore_errors=True)  # built by an earlier session of a warm cache: build it again
+    result = poolbench_cli(*sweep)
+    assert (result.stdout + result.stderr).count("MEMBER: 2/2") == 1, result.stderr[-3000:]
+    [record] = find_records(tmp_path / "outputs")
+    [sweep_dir] = (tmp_path / "outputs" / "ddptest").iterdir()
+    assert record.status == "finished" and sweep_dir in Path(record.dir).parents
+    assert record.metrics["pretrain/steps"] == 2 and record.config["backbone"]["location"] == built.name

@@ -67,11 +67,12 @@ from poolbench.assets import Unavailable, atomic_write_bytes, build_once
 from poolbench.backbones import (MODEL_INPUTS, PACKAGED, Backbone, forward_hidden_states, load_backbone,
                                  loaded_dtype)
 from poolbench.data import sorted_batches, tokenize
-from poolbench.config import BackboneConfig, Source, TaskConfig, check_special_tokens, plain_fields
+from poolbench.config import BackboneConfig, Source, TaskConfig, plain_fields
 from poolbench.progress import Progress
 from poolbench.pooling import (NOSPECIAL_POOLINGS, POOLINGS, TOKEN_POOLINGS, adds_special_tokens, pool_all, pooler,
                                special_mask, special_token_ids)
 from poolbench.tasks import SPLITS, Task, load_task
+from poolbench.validation import check_special_tokens
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,16 @@ A job is one (backbone, task, pooling, seed, mode) and one layer, or all layers 
 diagnose job measures every readout at once, so its pooling factor is ALL_READOUTS). Each of its
 layers is one run, identified by exactly what its mode reads:
 
-  0. pretraining: a `backbone.pretrain` recipe is built into the cache if absent (pretrain.build,
-     under the cache's lock) and named by its location; its facts join every record's metrics.
-  1. identity: per layer, the mode's ALLOW-list of config entries (`Mode.identity`) hashed into a
-     run_id (records.run_identity). Speed knobs, logging, output paths and, for a probe, the
-     trainer it never reads are not identity, so re-launching a study on a GPU node, with more
-     workers or another encoding batch size reuses what finished.
-  2. reuse: a finished run with that id (records.find_finished) is copied, not computed.
+  0. plan: the job's layers and, per layer, the mode's ALLOW-list of config entries (`Mode.identity`)
+     hashed into a run_id (records.run_identity), derived by `derive_plan` from what is on disk (the
+     sweep's plan and the reusing sweeper derive it the same way). Speed knobs, logging, output paths
+     and, for a probe, the trainer it never reads are not identity, so re-launching a study on a GPU
+     node, with more workers or another encoding batch size reuses what finished.
+  1. reuse: a job whose every run finished is copied before anything is read or built.
+  2. pretraining: a `backbone.pretrain` recipe is built into the cache if absent (pretrain.build,
+     under the cache's lock) and named by its location; its facts join every record's metrics. A
+     plan that was unknown (a recipe not built, a backbone never loaded here) is derived again now,
+     with the backbone's config or tokenizer at hand; a finished run (records.find_finished) is copied.
   3. run: the mode computes the remaining layers from a `config.Job` of plain settings and
      returns `records.RunResult`s; this module writes them as `records.Record`s, one per layer, in
      `<job dir>/records/<pooling>-L<layer>-s<seed>/`. A failure leaves failed records and re-raises.
@@ -37,10 +40,9 @@ from omegaconf import DictConfig, OmegaConf
 from poolbench import finetune, protocols
 from poolbench.diagnose import mode as diagnose
 from poolbench.assets import atomic_write_bytes
-from poolbench.backbones import backbone_depth, known_facts, load_backbone
+from poolbench.backbones import backbone_depth, backbone_facts, known_facts
 from poolbench.closeness import METRIC_PREFIX as CLOSENESS_METRICS
-from poolbench.config import (Config, ConfigError, Job, Mode, Protocol, Source, check_special_tokens, plain_fields,
-                              pooling_layers, validate)
+from poolbench.config import Config, ConfigError, Job, Mode, Protocol, Source, plain_fields
 from poolbench.machine import precision_warning, resolve_dtype
 from poolbench.pooling import NOSPECIAL_POOLINGS
 from poolbench.pretrain.build import ensure_pretrained, recipe_of
@@ -50,6 +52,7 @@ from poolbench.prompting import mode as prompting
 from poolbench.tasks import check_source, source_identity
 from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
                                run_identity, write_record)
+from poolbench.validation import check_special_tokens, pooling_layers, validate
 
 log = logging.getLogger("poolbench")
 
@@ -202,16 +205,6 @@ def factors(config: Config, layer: int | str, num_layers: int | None) -> Factors
                    backbone_seed=None if config.backbone.pretrain is None else config.backbone.pretrain.seed)
 
 
-def adds_special_tokens(config: Config, cache_dir: Path) -> bool:
-    """Whether the backbone's tokenizer adds special tokens: recorded at its first load here, else loaded
-    once (which records it; also when the facts were recorded before this one existed)."""
-    facts = known_facts(config.backbone, cache_dir)
-    if facts is None or "adds_special_tokens" not in facts:
-        load_backbone(config.backbone, cache_dir)
-        facts = known_facts(config.backbone, cache_dir)
-    return facts["adds_special_tokens"]
-
-
 def record_dir(output_dir: Path, pooling: str, layer: int, seed: int) -> Path:
     return Path(output_dir) / "records" / f"{pooling}-L{layer}-s{seed}"
 
@@ -292,64 +285,93 @@ def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# The plan of a job: its run ids, without running or loading anything
+# The plan of a job: its layers and run ids, derived once, by one path for the plan and the job
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """What a job of a sweep would compute, found from its config and what is on disk only."""
+    """What a job computes (`derive_plan`): refused, unknown, or its layers and their run ids."""
 
     cell: tuple[str, str, str]  # (backbone, task, mode): whose past timings estimate its time
     run_ids: tuple[str, ...] = ()  # one per layer it computes
     layers: tuple[int, ...] = ()  # those layers, in the same order
-    refused: str | None = None  # validation refuses it: nothing would run, by design
+    num_layers: int | None = None  # the backbone's depth, where the layers are known
+    refused: str | None = None  # settings that do not combine (validation, depth, tokenizer): nothing runs, by design
     unknown: str | None = None  # why its runs cannot be named before it runs (it counts as to run)
 
 
+def _cell(config: Config) -> tuple[str, str, str]:
+    return config.backbone.name, config.task.name, config.mode.name.value
+
+
+def derive_plan(config: Config, cache_dir: Path, *, load: bool = False) -> PlannedJob:
+    """The plan of a validated job, as both `plan_job` and `run_job` derive it: refused where its
+    backbone cannot give its readout or layer, unknown where its runs cannot be named yet, else its
+    layers and their run ids, named with the location of its pretraining recipe where it has one
+    (`config` itself is not changed).
+
+    load=False: from the config and what is on disk only, never building, converting or loading:
+    a pretraining recipe not built yet, a backbone never loaded here, or (for a nospecial pooling)
+    a tokenizer never loaded here leaves the job unknown.
+    load=True: for run_job after its pretraining stage, of a job that was unknown: the depth is read
+    from the backbone's config where it is not recorded (a packaged backbone is converted if need be),
+    and a nospecial pooling loads the backbone once where its tokenizer is not recorded."""
+    cell = _cell(config)
+    backbone = config.backbone
+    if backbone.pretrain is not None and not backbone.location:  # a recipe is named where it is built
+        recipe = recipe_of(backbone.pretrain, cache_dir)
+        if not (pretrained_dir(recipe, cache_dir) / "config.json").exists():
+            return PlannedJob(cell, unknown=f"pretraining recipe {recipe.name} is not built yet")
+        backbone = dataclasses.replace(backbone, location=recipe.name)
+    facts = known_facts(backbone, cache_dir)
+    if facts is None and not load and backbone.source != Source.tiny:
+        return PlannedJob(cell, unknown=f"backbone {backbone.name} was never loaded here")
+    config = dataclasses.replace(config, backbone=backbone)
+    pooling = pooling_factor(config)
+    try:
+        num_layers = backbone_depth(backbone, cache_dir)  # recorded, a tiny architecture's, or (load) its config's
+        if pooling in NOSPECIAL_POOLINGS:  # a check that needs the tokenizer, before any work
+            if load:
+                facts = backbone_facts(backbone, cache_dir)
+            if facts is None or facts.adds_special_tokens is None:
+                return PlannedJob(cell, unknown=f"backbone {backbone.name}'s tokenizer was never loaded here")
+            check_special_tokens(pooling, backbone.name, facts.adds_special_tokens)
+        layers = pooling_layers(pooling, config.layer, num_layers)
+    except ConfigError as error:
+        return PlannedJob(cell, refused=str(error))
+    identity = MODES[config.mode.name].identity
+    return PlannedJob(cell, run_ids=tuple(run_identity(identity(config, layer)) for layer in layers),
+                      layers=tuple(layers), num_layers=num_layers)
+
+
 def plan_job(cfg: DictConfig) -> PlannedJob:
-    """The run ids of a job as `run_job` names them, but never building, converting or loading: a
-    backbone whose depth is not recorded here yet, or a pretraining recipe not built yet, leaves
-    the job `unknown` (to run)."""
+    """The plan of a job as `run_job` derives it before running anything (`derive_plan`, load=False):
+    never building, converting or loading."""
     config = typed_config(cfg)
-    mode = MODES[config.mode.name]
-    cell = (config.backbone.name, config.task.name, config.mode.name.value)
     try:
         validate(config)
     except ConfigError as error:
-        return PlannedJob(cell, refused=str(error))
-    cache_dir = Path(config.paths.cache_dir).expanduser()
-    if config.backbone.pretrain is not None:
-        recipe = recipe_of(config.backbone.pretrain, cache_dir)
-        if not (pretrained_dir(recipe, cache_dir) / "config.json").exists():
-            return PlannedJob(cell, unknown=f"pretraining recipe {recipe.name} is not built yet")
-        config.backbone = dataclasses.replace(config.backbone, location=recipe.name)
-    facts = known_facts(config.backbone, cache_dir)
-    if facts is None and config.backbone.source != Source.tiny:
-        return PlannedJob(cell, unknown=f"backbone {config.backbone.name} was never loaded here")
-    pooling = pooling_factor(config)
-    try:
-        if pooling in NOSPECIAL_POOLINGS:
-            if "adds_special_tokens" not in (facts or {}):
-                return PlannedJob(cell, unknown=f"backbone {config.backbone.name}'s tokenizer was never loaded here")
-            check_special_tokens(pooling, config.backbone.name, facts["adds_special_tokens"])
-        layers = pooling_layers(pooling, config.layer, backbone_depth(config.backbone, cache_dir))
-    except ConfigError as error:
-        return PlannedJob(cell, refused=str(error))
-    return PlannedJob(cell, run_ids=tuple(run_identity(mode.identity(config, layer)) for layer in layers),
-                      layers=tuple(layers))
+        return PlannedJob(_cell(config), refused=str(error))
+    return derive_plan(config, Path(config.paths.cache_dir).expanduser())
+
+
+def finished_runs(plan: PlannedJob, output_root: Path) -> list[Record] | None:
+    """The finished records of a planned job's runs, by layer; None unless every run is named and finished."""
+    if not plan.run_ids or plan.unknown or plan.refused:
+        return None
+    previous = [find_finished(output_root, run_id) for run_id in plan.run_ids]
+    return None if any(record is None for record in previous) else previous
 
 
 def finished_job(cfg: DictConfig) -> list[Record] | None:
     """The finished records of a job whose every run finished before, by layer, found without loading
-    anything; None when a run is still to compute, cannot be named yet, or is refused."""
+    anything (`plan_job`); None when a run is still to compute, cannot be named yet, or is refused."""
+    if not cfg.skip_finished:
+        return None
     try:
         planned = plan_job(cfg)
     except Exception:  # a shortcut only: whatever fails here, the full path of run_job records it
         return None
-    if not cfg.skip_finished or not planned.run_ids or planned.unknown or planned.refused:
-        return None
-    output_root = Path(cfg.paths.output_root)
-    previous = [find_finished(output_root, run_id) for run_id in planned.run_ids]
-    return None if any(record is None for record in previous) else previous
+    return finished_runs(planned, Path(cfg.paths.output_root))
 
 
 def reuse_job(finished: list[Record], output_dir: Path) -> list[Record]:
@@ -371,8 +393,6 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
     (one per run it was computing, or one in `output_dir` if it failed before knowing its runs); a
     config that validation refuses leaves one refused record in `output_dir` and raises ConfigError."""
     output_dir = Path(output_dir)
-    if (finished := finished_job(cfg)) is not None:
-        return reuse_job(finished, output_dir)  # before any data file, recipe or model is read
     config = typed_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved["backbone"]["dtype"] = config.backbone.dtype.value  # as resolved for this machine
@@ -385,6 +405,11 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
                                         study=config.study, factors=factors(config, config.layer, None),
                                         config=resolved, error=str(error)))
 
+    def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:
+        write_record(directory, Record(run_id=run_identity(mode.identity(config, layer)), status="failed",
+                                       study=config.study, factors=factors(config, layer, num_layers),
+                                       config=resolved, error="".join(traceback.format_exception(error))))
+
     try:
         validate(config)
     except ConfigError as error:
@@ -392,31 +417,33 @@ def run_job(cfg: DictConfig, output_dir: Path) -> list[Record]:
         raise
     cache_dir = Path(config.paths.cache_dir).expanduser()
     output_root = Path(config.paths.output_root)
+    try:
+        plan = derive_plan(config, cache_dir)  # from what is on disk: nothing is built, converted or loaded
+    except Exception as error:
+        failed(error, config.layer, None, output_dir)
+        raise
+    if config.skip_finished and (finished := finished_runs(plan, output_root)) is not None:
+        return reuse_job(finished, output_dir)  # before any data file, recipe or model is read
     if warning := precision_warning(config.backbone.dtype, compute_device(config), cache_dir):
         log.warning(warning)  # allowed (the numbers are right), but the user should know before it starts
     pooling, seed = pooling_factor(config), config.seed
-
-    def failed(error: BaseException, layer: int | str, num_layers: int | None, directory: Path) -> None:
-        write_record(directory, Record(run_id=run_identity(mode.identity(config, layer)), status="failed",
-                                       study=config.study, factors=factors(config, layer, num_layers),
-                                       config=resolved, error="".join(traceback.format_exception(error))))
-
     try:
         check_source(config.task)  # the user's own data file: read and checked before any model or recipe
         # The pretraining stage: a recipe is built once into the cache, then named by its location.
         config.backbone, pretrain_facts = ensure_pretrained(config.backbone, cache_dir)
         resolved["backbone"]["location"] = config.backbone.location
-        num_layers = backbone_depth(config.backbone, cache_dir)  # without loading it: the mode does
-        if pooling in NOSPECIAL_POOLINGS:  # a check that needs the tokenizer, before any work
-            check_special_tokens(pooling, config.backbone.name, adds_special_tokens(config, cache_dir))
-        layers = pooling_layers(pooling, config.layer, num_layers)
+        if plan.unknown is not None:  # what the plan could not know without the stage and a look at the backbone
+            plan = derive_plan(config, cache_dir, load=True)
+        if plan.refused is not None:
+            raise ConfigError(plan.refused)
     except ConfigError as error:
         refused(error)
         raise
     except Exception as error:
         failed(error, config.layer, None, output_dir)
         raise
-    run_ids = {layer: run_identity(mode.identity(config, layer)) for layer in layers}
+    layers, num_layers = plan.layers, plan.num_layers
+    run_ids = dict(zip(plan.layers, plan.run_ids))
     records: dict[int, Record] = {}
     for layer, run_id in run_ids.items():
         if config.skip_finished and (previous := find_finished(output_root, run_id)) is not None:

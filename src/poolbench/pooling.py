@@ -271,7 +271,7 @@ def special_mask(special_ids: Sequence[int], input_ids: Tensor, attention_mask: 
 
 def adds_special_tokens(tokenizer: Any) -> bool:
     """Whether the tokenizer adds special tokens to a text or a pair of texts ([CLS]/[SEP], BOS, EOS).
-    Where it adds none, the nospecial poolings equal mean and max (config.check_special_tokens)."""
+    Where it adds none, the nospecial poolings equal mean and max (validation.check_special_tokens)."""
     return tokenizer.num_special_tokens_to_add(pair=False) + tokenizer.num_special_tokens_to_add(pair=True) > 0
 
 

@@ -22,9 +22,11 @@ The sources (`backbone.source`):
 Run a backbone with `forward_hidden_states`, never by calling the model directly: it numbers
 positions from the attention mask, so that left and right padding give the same states.
 
-A load records the backbone's sizes in the cache, so that they are known later without loading
-it again (`known_facts`: a sweep job whose records all exist; `catalog_rows`: the catalogue;
-`backbone_depth` reads the architecture's config where nothing is recorded yet):
+A load records the backbone's facts (`BackboneFacts`: sizes, and whether its tokenizer adds special
+tokens) in the cache, so that they are known later without loading it again. `known_facts` is their
+one reader (a sweep job whose records all exist; `catalog_rows`: the catalogue); `backbone_depth`
+reads the architecture's config where nothing is recorded yet, `backbone_facts` loads the backbone
+once where they are not recorded:
   <cache>/backbones/facts/<source>-<location>.json
 """
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -153,7 +155,7 @@ def model_inputs(model: PreTrainedModel, batch: Mapping[str, Tensor]) -> dict[st
     return inputs
 
 
-# --------------------------------------------------------------------------- size facts
+# --------------------------------------------------------------------------- recorded facts
 
 
 def _facts_path(source: str, location: str, cache_dir: str | Path | None) -> Path:
@@ -161,12 +163,44 @@ def _facts_path(source: str, location: str, cache_dir: str | Path | None) -> Pat
     return cache_root(cache_dir) / "backbones" / "facts" / f"{key}.json"
 
 
+@dataclass(frozen=True)
+class BackboneFacts:
+    """What a load records about a backbone, read back without loading it again (`known_facts`)."""
+
+    params: int
+    layers: int  # transformer blocks
+    hidden_size: int
+    # Whether the tokenizer adds special tokens (the nospecial poolings are refused where it adds none);
+    # None in facts recorded by an older release, before this one was recorded.
+    adds_special_tokens: bool | None = None
+
+
 def _write_facts(cfg: BackboneConfig, backbone: Backbone, cache_dir: str | Path | None) -> None:
-    """Size facts of a loaded backbone, for catalog_rows to show without loading it again, and whether
-    its tokenizer adds special tokens (the nospecial poolings are refused where it adds none)."""
-    facts = {"params": sum(p.numel() for p in backbone.model.parameters()), "layers": backbone.num_layers,
-             "hidden_size": backbone.hidden_size, "adds_special_tokens": adds_special_tokens(backbone.tokenizer)}
-    atomic_write_bytes(_facts_path(cfg.source.value, cfg.location, cache_dir), json.dumps(facts).encode())
+    """The facts of a loaded backbone, for `known_facts` to read without loading it again."""
+    facts = BackboneFacts(params=sum(p.numel() for p in backbone.model.parameters()), layers=backbone.num_layers,
+                          hidden_size=backbone.hidden_size, adds_special_tokens=adds_special_tokens(backbone.tokenizer))
+    atomic_write_bytes(_facts_path(cfg.source.value, cfg.location, cache_dir), json.dumps(asdict(facts)).encode())
+
+
+def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> BackboneFacts | None:
+    """The facts recorded at a load of this backbone here before, without loading it again (so that a
+    sweep job whose records all exist need not load the model to count its layers); None if it was
+    never loaded here."""
+    try:
+        recorded = json.loads(_facts_path(cfg.source.value, cfg.location, cache_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return BackboneFacts(**{fact.name: recorded[fact.name] for fact in fields(BackboneFacts) if fact.name in recorded})
+
+
+def backbone_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> BackboneFacts:
+    """The recorded facts, every one of them: where none are recorded, or they were recorded before
+    `adds_special_tokens` was, the backbone is loaded once (which records them)."""
+    facts = known_facts(cfg, cache_dir)
+    if facts is None or facts.adds_special_tokens is None:
+        load_backbone(cfg, cache_dir)
+        facts = known_facts(cfg, cache_dir)
+    return facts
 
 
 def backbone_depth(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> int:
@@ -174,7 +208,7 @@ def backbone_depth(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> 
     else read from its architecture's config (so a job that then loads it in its mode loads it once)."""
     facts = known_facts(cfg, cache_dir)
     if facts is not None:
-        return facts["layers"]
+        return facts.layers
     if cfg.source == Source.tiny:
         return _tiny_config(cfg.location, vocab_size=1).num_hidden_layers
     found = _resolve(cfg, cache_dir)
@@ -184,16 +218,6 @@ def backbone_depth(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> 
         if cfg.source != Source.hub:
             raise
         raise _hub_unavailable(cfg, error) from error
-
-
-def known_facts(cfg: BackboneConfig, cache_dir: str | Path | None = None) -> dict | None:
-    """{params, layers, hidden_size, adds_special_tokens} of a backbone loaded here before, without loading
-    it again (so that a sweep job whose records all exist need not load the model to count its layers).
-    Facts recorded by an older release may lack a key: load the backbone to record it."""
-    try:
-        return json.loads(_facts_path(cfg.source.value, cfg.location, cache_dir).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 # --------------------------------------------------------------------------- sources
@@ -383,9 +407,9 @@ def catalog_rows(cache_dir: str | Path | None = None) -> list[dict]:
         elif cfg.source == Source.pretrained:
             directory = cache_root(cache_dir) / "pretrained" / location
             row["installed"] = (directory / "config.json").exists()
-        facts = _facts_path(source, location, cache_dir)
-        if row["installed"] and facts.exists():
-            row.update(json.loads(facts.read_text()))
+        facts = known_facts(cfg, cache_dir)
+        if row["installed"] and facts is not None:
+            row.update(asdict(facts))
         elif directory is not None:
             row.update(_config_facts(directory))
         elif recipe_shape is not None:

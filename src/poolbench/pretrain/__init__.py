@@ -11,4 +11,5 @@ documents, arms differing only in how segments are built and in the sentence los
 build.py      one recipe -> a backbone in the cache, loaded as backbone.source=pretrained location=<recipe.name>;
               `ensure_pretrained` is the job owner's pretraining stage: `backbone=pretrained` jobs build
               their recipe on first use (experiment=nsp_ablation runs the whole study)
+parallel.py   the program a build on more than one device runs as (Lightning DDP relaunches it per rank)
 """

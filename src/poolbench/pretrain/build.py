@@ -4,8 +4,9 @@ resumable build (recipe.py), then scored on held-out text (intrinsic.py).
 
 The job owner's pretraining stage is `ensure_pretrained`: a `backbone.pretrain` recipe becomes a
 `source=pretrained location=<recipe.name>` backbone, built first if the cache lacks it (under the
-cache's file lock: parallel jobs needing one recipe build it once), and the facts its records carry
-(`pretrain/*` metrics: intrinsic accuracies, budget, throughput, corpus statistics).
+cache's file lock: parallel jobs needing one recipe build it once; on more than one device, by a
+program of its own: `build_in_own_program`), and the facts its records carry (`pretrain/*` metrics:
+intrinsic accuracies, budget, throughput, corpus statistics).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import dataclasses
 import itertools
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +69,17 @@ def build_backbone(recipe: Recipe, cache_dir: str | Path | None = None, **build_
 def ensure_pretrained(backbone: BackboneConfig, cache_dir: str | Path | None = None
                       ) -> tuple[BackboneConfig, dict[str, float]]:
     """The pretraining stage of a job: `backbone` with its recipe built and named (location), and
-    the `pretrain/*` facts for its records. A backbone without a recipe passes through unchanged."""
+    the `pretrain/*` facts for its records. A backbone without a recipe passes through unchanged.
+    A build on more than one device (`devices` other than 1) runs in a program of its own."""
     if backbone.pretrain is None:
         return backbone, {}
     options = backbone.pretrain
     recipe = recipe_of(options, cache_dir)
     directory = pretrained_dir(recipe, cache_dir)
     if not (directory / "config.json").exists():
-        build_backbone(recipe, cache_dir, checkpoint_every=options.checkpoint_every,
-                       accelerator=options.accelerator, devices=options.devices)
+        build = build_backbone if options.devices == 1 else build_in_own_program
+        build(recipe, cache_dir, checkpoint_every=options.checkpoint_every, accelerator=options.accelerator,
+              devices=options.devices)
     path = directory / "intrinsic.json"
     intrinsic = json.loads(path.read_text())
     if "facts" not in intrinsic:  # computed once per backbone: a re-launched study only reads them
@@ -83,6 +88,26 @@ def ensure_pretrained(backbone: BackboneConfig, cache_dir: str | Path | None = N
         intrinsic["facts"] = pretrain_facts(recipe, intrinsic, cache_dir)
         atomic_write_bytes(path, json.dumps(intrinsic, indent=2).encode())
     return dataclasses.replace(backbone, location=recipe.name), intrinsic["facts"]
+
+
+# The program of a data-parallel build (parallel.py).
+PARALLEL_PROGRAM = "poolbench.pretrain.parallel"
+
+
+def build_in_own_program(recipe: Recipe, cache_dir: str | Path | None = None, **build_options: Any) -> None:
+    """`build_backbone(recipe, cache_dir, **build_options)` run by a program of its own, the pretraining
+    stage's way to build on more than one device. Lightning's DDP starts ranks 1..N-1 by running the
+    current program again with its command line (on CPU and GPU nodes alike): inside a `poolbench` job,
+    rank 1 would compose the job again (under `-m`, the whole sweep), train its share, then run the job
+    itself and write a second set of records, and a later DDP build in the same process would find
+    rank 0's DDP variables in its environment and wait for ranks that never start. Run as PARALLEL_PROGRAM,
+    every rank only builds. Its ranks' output goes where this process's goes; a failed build raises
+    RuntimeError."""
+    build = {"recipe": dataclasses.asdict(recipe), "cache_dir": str(cache_root(cache_dir)), "options": build_options}
+    done = subprocess.run([sys.executable, "-m", PARALLEL_PROGRAM, json.dumps(build)])
+    if done.returncode != 0:
+        raise RuntimeError(f"the data-parallel build of {recipe.name} failed (exit status {done.returncode}); "
+                           "its ranks' output above says why.")
 
 
 def pretrain_facts(recipe: Recipe, intrinsic: dict, cache_dir: str | Path | None = None) -> dict[str, float]:

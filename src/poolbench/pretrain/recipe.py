@@ -48,8 +48,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from poolbench.assets import build_once, cache_root
-from poolbench.config import PRETRAIN_SIZES, SENTENCE_ARMS, check_recipe
+from poolbench.config import PRETRAIN_SIZES, SENTENCE_ARMS
 from poolbench.pretrain.model import IGNORE, MODEL_INPUTS, PretrainingModule, step_seed
+from poolbench.validation import check_recipe
 
 SIZES = PRETRAIN_SIZES  # (layers, hidden, heads) of each size
 # Raise when the training code changes what a recipe produces: every key changes with it.
@@ -210,7 +211,10 @@ def build_pretrained(recipe: Recipe, make_batches: Callable[[], Iterable[dict]],
     stop_after     stop at this global step (a time-sliced job): the checkpoint is kept and
                    BuildInterrupted raised; nothing is published. The next call resumes.
     accelerator, devices, strategy  Lightning's: devices > 1 trains data-parallel (DDP, each process
-                   a share of every batch: StepBatches); the recipe, and so the backbone, is the same
+                   a share of every batch: StepBatches); the recipe, and so the backbone, is the same.
+                   "auto" on more than one device, for an arm without a sentence loss, is DDP told of
+                   the parameters no loss reaches (the pooler and the sentence head), which it refuses
+                   otherwise
     deterministic  Lightning's: True (exact; CPU tests), "warn" (deterministic where torch can be)
     logger         a Lightning logger for the training curves (None: a CSVLogger in the work dir),
                    written every `log_every_n_steps`
@@ -284,6 +288,10 @@ def _train(recipe: Recipe, make_batches, work: Path, *, pad_token_id: int, check
     checkpoint = ModelCheckpoint(dirpath=work, save_top_k=0, save_last=True, every_n_train_steps=checkpoint_every,
                                  save_on_train_epoch_end=False, enable_version_counter=False)
     max_steps = recipe.steps if stop_after is None else min(stop_after, recipe.steps)
+    if strategy == "auto" and devices != 1 and not recipe.sentence_loss:
+        # DDP stops at the first step where a parameter got no gradient ("parameters that were not used in
+        # producing the loss"); without a sentence loss the pooler and the sentence head get none.
+        strategy = "ddp_find_unused_parameters_true"
     if logger is None:
         logger = L.pytorch.loggers.CSVLogger(work, name="logs")
     trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=recipe.precision,

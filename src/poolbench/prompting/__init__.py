@@ -20,7 +20,7 @@ feature-cache entry of their own, keyed by the plain entry's identity plus the t
 Modules:
   template.py     the template applied to a text, truncation of the text (never of the template),
                   the label words' first tokens
-  checks.py       what a prompt readout needs, checked by config.validate before any work
+  checks.py       what a prompt readout needs, checked by validation.validate before any work
   entry.py        the prompted feature-cache entry (the last real token's state of every layer)
   label_words.py  zero-shot classification by the next-token probabilities of the label words
   mode.py         the probe mode of both readouts (jobs.py routes them here)

@@ -1,4 +1,4 @@
-"""What a prompt readout needs, checked from the config before any work (config.validate calls this).
+"""What a prompt readout needs, checked from the config before any work (validation.validate calls this).
 
 A sweep may cross a prompt readout with encoders, pair tasks or tasks without label words: each such
 job is refused with a ConfigError that says why and what to use, and leaves a refused record

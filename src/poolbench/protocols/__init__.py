@@ -44,7 +44,7 @@ PROTOCOLS: dict[Protocol, Callable[[FeatureSet, Job], list[RunResult]]] = {
 def run(job: Job, logger: Any = None) -> list[RunResult]:
     """Probe mode under its protocol: `full` is probe.run; the others read the cached features of
     (backbone, task), encoded on first use, and compute every layer of `job.layers`."""
-    if job.pooling == ATTENTION:  # its query trains with the heads: full protocol only (config.validate)
+    if job.pooling == ATTENTION:  # its query trains with the heads: full protocol only (validation.validate)
         return attention_probe.run(job, logger)
     if job.mode.protocol == Protocol.full:
         return probe.run(job, logger)
