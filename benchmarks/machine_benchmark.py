@@ -6,7 +6,7 @@
 2. Its matmul peak per precision: one 2048^3 matmul, best of 3 after a warm-up
    (poolbench.machine.matmul_peak), measured afresh here (jobs read a cached measurement).
 3. For each backbone and precision, the time to encode the task's test split (--splits) two ways: the probe
-   job's encoder (`features.encode_split`: every stored readout of every layer) and a bare
+   job's encoder (`encoding.encode_split`: every stored readout of every layer) and a bare
    `model(**batch)` loop over the same length-sorted batches. Beside every time: the floor, real
    tokens x 2 x non-embedding parameters / the precision's peak, and the time's ratio to it
    (1.0 = the machine's matmul peak; padding, attention, norms and activations sit above it).
@@ -35,7 +35,8 @@ from poolbench.backbones import load_backbone
 from poolbench.backbones.core import backbone_options
 from poolbench.config import CONF_DIR, Dtype, TaskConfig
 from poolbench.data import tokenize
-from poolbench.features import encode_split, encoding_batches, pooler_dense
+from poolbench.encoding import encode_split, encoding_batches
+from poolbench.features import pooler_dense
 from poolbench.machine import TORCH_DTYPES, machine_facts, matmul_peak, resolve_dtype
 from poolbench.tasks import load_task
 

@@ -5,12 +5,12 @@
 The probe engine makes three claims about speed and one assumption about precision. This script
 checks each of them with measured numbers, in one run, and prints one table:
 
-1. Encoder overhead. `features.encode_split` adds collation, pooling of every pooling at every
+1. Encoder overhead. `encoding.encode_split` adds collation, pooling of every pooling at every
    layer and copies into the output arrays around the model's forward pass. Its real tokens/s are
    divided by those of a bare `model(**batch)` loop under `torch.inference_mode` over the SAME
    batches (the same `encoding_batches` plan, collated beforehand, so the bare loop is the model
    alone). Target: ratio >= 0.9, i.e. the encoder costs at most ~10% more than the model does.
-2. Padding efficiency (real tokens / computed tokens) of `features.encoding_plan` on the
+2. Padding efficiency (real tokens / computed tokens) of `encoding.encoding_plan` on the
    tokenized train splits of banking77 (short queries) and yahoo_answers (long answers), against
    unsorted fixed-size batches of 32 (and the token budget alone, without the padding cut).
    No forward pass is needed: computed tokens = rows x longest row, summed over batches.
@@ -68,7 +68,8 @@ from rich.table import Table
 from poolbench.backbones import Backbone, load_backbone
 from poolbench.config import CONF_DIR, register
 from poolbench.data import sorted_batches, tokenize
-from poolbench.features import EncodeStats, encode_split, encoding_batches, encoding_plan, features_for
+from poolbench.encoding import EncodeStats, encode_split, encoding_batches, encoding_plan
+from poolbench.features import features_for
 from poolbench.pooling import BASE_POOLINGS
 from poolbench.jobs import run_job, typed_config
 from poolbench.records import Record

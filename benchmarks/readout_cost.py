@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/readout_cost.py [--backbone minilm-l6] [--task banking77] [--repeats 3]
 
-Arms, over the same length-sorted batches of the task's train split (`features.encode_split`):
+Arms, over the same length-sorted batches of the task's train split (`encoding.encode_split`):
   bare      the model's forward pass alone, every hidden state (the floor)
   first4    cls, mean, max, last at every layer: what entries held before these readouts
-  all       every stored pooling (`features.stored_poolings`): what a new entry holds
+  all       every stored pooling (`encoding.stored_poolings`): what a new entry holds
   added     every stored pooling but the first four (weighted_mean, the nospecial ones, mean_nosink) alone:
             the pass that adds them to an older entry
   nosink    the first four and mean_nosink: what the sink-free mean costs (on a backbone with massive
@@ -26,7 +26,7 @@ from probe_benchmark import best_times, compose_cfg, real_tokens, tokenized_spli
 import torch
 
 from poolbench.backbones import forward_hidden_states, load_backbone
-from poolbench.features import encode_split, encoding_batches, stored_poolings
+from poolbench.encoding import encode_split, encoding_batches, stored_poolings
 from poolbench.jobs import typed_config
 from poolbench.pooling import BASE_POOLINGS
 

@@ -25,7 +25,7 @@ from poolbench.diagnose.geometry import (anisotropy, centroid_predict, cls_mean_
                                          knn_predict, majority_floor, training_free_accuracy)
 from poolbench.diagnose.stats import mean_over_texts
 from poolbench.diagnose.tokens import tokenize_texts
-from poolbench.features import encode_batch
+from poolbench.encoding import encode_batch
 from poolbench.pooling import BASE_POOLINGS, special_mask, special_token_ids
 from test_backbones import load  # noqa: F401 (a fixture: one way to load a yaml's backbone, shared)
 

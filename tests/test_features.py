@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from poolbench import features
+from poolbench import encoding, features
 from poolbench.backbones import forward_hidden_states, load_backbone
 from poolbench.jobs import run_job as run, typed_config
 from poolbench.data import tokenize
-from poolbench.features import (KEYED_POOLINGS, FeatureSet, encoding_plan, ensure_features, feature_identity,
-                                features_for, features_root)
+from poolbench.encoding import encoding_plan
+from poolbench.features import (KEYED_POOLINGS, FeatureSet, ensure_features, feature_identity, features_for,
+                                features_root)
 from poolbench.pooling import BASE_POOLINGS, POOLINGS, TOKEN_POOLINGS, pool, special_mask, special_token_ids
 from poolbench.tasks import load_task
 
@@ -34,7 +35,7 @@ def count_forwards(monkeypatch):
         calls.append(len(batch["input_ids"]))
         return forward_hidden_states(model, batch)
 
-    monkeypatch.setattr(features, "forward_hidden_states", counted)
+    monkeypatch.setattr(encoding, "forward_hidden_states", counted)
     return calls
 
 
@@ -134,20 +135,20 @@ def test_the_encoding_plan_keeps_padding_below_five_percent():
 WORKER = """
 import sys, time
 from hydra import compose, initialize_config_dir
-from poolbench import features
+from poolbench import encoding, features
 from poolbench.config import CONF_DIR, register
 from poolbench.jobs import typed_config
 register()
 
 cache, marker, stall = sys.argv[1], sys.argv[2], sys.argv[3] == "stall"
-forward = features.forward_hidden_states
+forward = encoding.forward_hidden_states
 def slow(model, batch):
     open(marker, "a").close()
     if stall:
         time.sleep(600)
     time.sleep(0.05)
     return forward(model, batch)
-features.forward_hidden_states = slow
+encoding.forward_hidden_states = slow
 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
     cfg = compose("config", overrides=["mode=probe", "task=mcid", "backbone=tiny-bert", f"paths.cache_dir={cache}"])
 config = typed_config(cfg)

@@ -126,8 +126,8 @@ def test_weighted_mean_equals_sentence_transformers_weightedmean(side):
                                atol=1e-6)
 
 
-def test_the_pooling_options_are_the_poolings_the_pooler_and_attention():
-    assert [p.value for p in Pooling] == [*POOLINGS, "pooler", "attention"]
+def test_the_pooling_options_are_the_poolings_the_pooler_attention_and_the_prompt_readouts():
+    assert [p.value for p in Pooling] == [*POOLINGS, "pooler", "attention", "prompt_last", "label_words"]
     assert [pooled_size(p, 5) for p in POOLINGS] == [5] * (len(POOLINGS) - 2) + [10, 5]
 
 

@@ -51,7 +51,8 @@ from poolbench.assets import atomic_write_bytes
 from poolbench.backbones import Backbone, forward_hidden_states, load_backbone
 from poolbench.config import BackboneConfig, TaskConfig
 from poolbench.data import tokenize
-from poolbench.features import FeatureSet, encoding_batches, feature_identity, feature_key
+from poolbench.encoding import encoding_batches
+from poolbench.features import FeatureSet, feature_identity, feature_key
 from poolbench.tasks import SPLITS, Task, load_task
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ import numpy as np
 from poolbench.assets import build_once
 from poolbench.backbones import Backbone, load_backbone
 from poolbench.config import BackboneConfig, TaskConfig
-from poolbench.features import (MANIFEST, EncodeStats, FeatureSet, encode_split, feature_identity, feature_key,
-                                features_root)
+from poolbench.encoding import EncodeStats, encode_split
+from poolbench.features import MANIFEST, FeatureSet, feature_identity, feature_key, features_root, write_targets
 from poolbench.prompting import PROMPT_VERSION
 from poolbench.prompting.template import tokenize_prompted
 from poolbench.tasks import SPLITS, Task, load_task
@@ -66,12 +66,7 @@ def ensure_prompted(backbone: Backbone, task: Task, backbone_cfg: BackboneConfig
                                     backbone.num_layers)
             vectors.flush()
             del vectors
-            targets = dataset.select_columns(["label", "id"]).to_dict()
-            np.save(tmp / f"{split}-labels.npy", np.asarray(targets["label"], dtype=np.int64))
-            np.save(tmp / f"{split}-ids.npy", np.asarray(targets["id"], dtype=np.int64))
-            splits[split] = {"n": len(dataset), "batches": stats.batches, "real_tokens": stats.real_tokens,
-                             "computed_tokens": stats.computed_tokens,
-                             "padding_efficiency": round(stats.padding_efficiency, 4)}
+            splits[split] = write_targets(tmp, split, dataset, stats)
             total.add(stats)
         spent = time.perf_counter() - started
         manifest = {"key": key, "identity": identity, "task": task.name, "num_layers": backbone.num_layers,

@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from poolbench.backbones import load_causal_lm, model_inputs
 from poolbench.config import Job
-from poolbench.features import encoding_batches
+from poolbench.encoding import encoding_batches
 from poolbench.pooling import last_token_index
 from poolbench.probe import metrics_of
 from poolbench.prompting.template import label_word_tokens, tokenize_prompted
