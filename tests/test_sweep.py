@@ -67,7 +67,7 @@ def test_a_wandb_offline_run_holds_the_resolved_config_and_summary_metrics(poolb
                for r in records if r.HasField("summary") for item in r.summary.update}
 
     assert config["pooling"] == "max" and config["task"] == "mcid"  # factors: top level, plain strings
-    assert config["config"]["pooling"] == {"name": "max"}  # the resolved config, enums as strings
+    assert config["config"]["pooling"] == {"name": "max", "template": None}  # the resolved config, enums as strings
     assert config["config"]["backbone"]["family"] == "encoder_nsp"
     assert run.run_group == "wandbtest" and "pooling=max" in run.tags
     record = json.loads((run_dir / "records" / "max-L2-s0" / "record.json").read_text())
