@@ -113,6 +113,16 @@ def test_an_out_of_range_value_stops_before_any_work_with_a_one_line_reason(pool
     assert "Traceback" not in result.stderr and record.status == "refused" and "mode.lr=-1.0" in record.error
 
 
+def test_a_job_refused_in_a_sweep_is_a_warning_and_the_sweep_goes_on(poolbench_cli, tmp_path):
+    """Settings that do not combine are refused by design: a warning and a record, not an error line."""
+    result = poolbench_cli("-m", "mode.lr=-1,0.001", "logger=none", *TINY, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0  # only a failed job ends the sweep with status 1
+    assert "invalid config: job 0 refused, the sweep goes on: mode.lr=-1.0 is out of range" in output
+    assert "[ERROR]" not in output
+    assert sorted(record.status for record in find_records(tmp_path / "outputs")) == ["finished", "refused"]
+
+
 @pytest.mark.slow
 def test_the_ablation_sweep_pretrains_each_arm_once_probes_it_refuses_what_does_not_combine_and_reports_arms(
         poolbench_cli, tmp_path, cache_dir):

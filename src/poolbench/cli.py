@@ -55,7 +55,13 @@ def run(cfg: DictConfig) -> None:
     try:
         run_job(cfg, Path(hydra_cfg.runtime.output_dir))
     except USER_ERRORS as error:
-        log.error("%s: %s", "invalid config" if isinstance(error, ConfigError) else "unavailable", error)
+        what = "invalid config" if isinstance(error, ConfigError) else "unavailable"
+        if hydra_cfg.mode == RunMode.MULTIRUN and isinstance(error, ConfigError):
+            # A sweep may cross settings that do not combine (pooling=pooler on an arm without a sentence
+            # head): refused by design, its record says why and the report counts it. Not an error.
+            log.warning("%s: job %s refused, the sweep goes on: %s", what, hydra_cfg.job.num, error)
+            return
+        log.error("%s: %s", what, error)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise SystemExit(2) from None
     except Exception:
