@@ -38,6 +38,8 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from poolbench import finetune, protocols
+from poolbench.attention_pooling import probe as attention_probe
+from poolbench.attention_pooling.readout import ATTENTION
 from poolbench.diagnose import mode as diagnose
 from poolbench.assets import atomic_write_bytes
 from poolbench.backbones import backbone_depth, backbone_facts, known_facts
@@ -136,9 +138,15 @@ def probe_identity(config: Config, layer: int | str) -> dict[str, Any]:
 
 
 def run_probe(job: Job, logger: Any) -> list[RunResult]:
-    """Probe mode: the prompt readouts read a prompted encoding or the LM head (poolbench.prompting);
-    every other pooling the plain feature cache, under its protocol (poolbench.protocols)."""
-    return (prompting.run if job.pooling in PROMPT_POOLINGS else protocols.run)(job, logger)
+    """Probe mode: the prompt readouts read a prompted encoding or the LM head (poolbench.prompting); the
+    attention readout trains its query with the heads on cached token states, full protocol only
+    (poolbench.attention_pooling; validation.validate); every other pooling reads the plain feature
+    cache, under its protocol (poolbench.protocols)."""
+    if job.pooling in PROMPT_POOLINGS:
+        return prompting.run(job, logger)
+    if job.pooling == ATTENTION:
+        return attention_probe.run(job, logger)
+    return protocols.run(job, logger)
 
 
 def finetune_identity(config: Config, layer: int | str) -> dict[str, Any]:

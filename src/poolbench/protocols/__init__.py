@@ -1,7 +1,6 @@
 """Probe protocols: how a probe job uses the training split, selected by `mode.protocol`.
 
-  full            probe.py: the heads of every layer on all the job's training rows (the default);
-                  pooling=attention: attention_pooling/probe.py, its query trained with the heads
+  full            probe.py: the heads of every layer on all the job's training rows (the default)
   sampling.py     seeded stratified subsamples of the training rows (few-shot, learning curves)
   few_shot.py     MTEB's classification protocol: k per label, repeated subsamples, fixed logistic regression
   curve.py        learning curves: the full probe's heads at growing training sizes
@@ -21,8 +20,6 @@ import time
 from typing import Any, Callable
 
 from poolbench import probe
-from poolbench.attention_pooling import probe as attention_probe
-from poolbench.attention_pooling.readout import ATTENTION
 from poolbench.config import Job, Protocol
 from poolbench.features import FeatureSet, features_for
 from poolbench.protocols.control import control
@@ -44,8 +41,6 @@ PROTOCOLS: dict[Protocol, Callable[[FeatureSet, Job], list[RunResult]]] = {
 def run(job: Job, logger: Any = None) -> list[RunResult]:
     """Probe mode under its protocol: `full` is probe.run; the others read the cached features of
     (backbone, task), encoded on first use, and compute every layer of `job.layers`."""
-    if job.pooling == ATTENTION:  # its query trains with the heads: full protocol only (validation.validate)
-        return attention_probe.run(job, logger)
     if job.mode.protocol == Protocol.full:
         return probe.run(job, logger)
     started = time.perf_counter()
