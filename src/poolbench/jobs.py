@@ -52,8 +52,8 @@ from poolbench.pretrain.recipe import pretrained_dir
 from poolbench.prompting import LABEL_WORDS, PROMPT_POOLINGS, PROMPT_VERSION
 from poolbench.prompting import mode as prompting
 from poolbench.tasks import check_source, source_identity
-from poolbench.records import (Factors, Record, RunResult, find_finished, register_finished, reuse_record,
-                               run_identity, write_record)
+from poolbench.records import (PER_LAYER, TIMINGS, Factors, Record, RunResult, find_finished, register_finished,
+                               reuse_record, run_identity, write_record)
 from poolbench.validation import check_special_tokens, pooling_layers, validate
 
 log = logging.getLogger("poolbench")
@@ -261,8 +261,6 @@ def make_logger(cfg: DictConfig, config: Config, run_ids: list[str], resumable: 
     return logger
 
 
-PER_LAYER = "per_layer"  # W&B history keys drawn against the `layer` step metric
-TIMINGS = "timings"  # W&B summary keys of the job's timings (report.collect reads them back as timings)
 
 
 def log_metrics(logger, records: list[Record], logged: Callable[[str], bool]) -> None:

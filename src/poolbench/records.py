@@ -35,6 +35,10 @@ from poolbench.machine import machine_facts
 # job's id moved with the trainer it never reads). Records of v1 are read, never reused.
 RECORD_SCHEMA = 2
 RECORD_FILE = "record.json"
+# How a job's records appear in W&B (jobs.log_metrics writes them, report/ reads them back): history rows
+# of a layer's metrics against the step metric `layer`, and the job's timings as summary keys.
+PER_LAYER = "per_layer"
+TIMINGS = "timings"
 PREDICTIONS_FILE = "predictions.parquet"
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from poolbench.records import FACTORS, RECORD_FILE, Factors, Record, read_predictions, read_record
+from poolbench.records import FACTORS, PER_LAYER, RECORD_FILE, TIMINGS, Factors, Record, read_predictions, read_record
 from poolbench.report.naming import METRICS
 
 
@@ -93,9 +93,9 @@ def wandb_record(run: Any) -> Record:
         study=getattr(run, "group", None),
         factors=Factors(**{factor: config.get(factor) for factor in FACTORS}) if logged else None,
         metrics={k: v for k, v in summary.items() if not k.startswith("_") and not HISTORY_ONLY.fullmatch(k)
-                 and not k.startswith(TIMINGS) and isinstance(v, (int, float))},
+                 and not k.startswith(f"{TIMINGS}/") and isinstance(v, (int, float))},
         # jobs.log_metrics' timings; runs logged before them: W&B's run time
-        timings={k[len(TIMINGS):]: v for k, v in summary.items() if k.startswith(TIMINGS)}
+        timings={k.removeprefix(f"{TIMINGS}/"): v for k, v in summary.items() if k.startswith(f"{TIMINGS}/")}
                 or {"total_s": summary.get("_runtime")},
         config=config.get("config", config),
         versions={},
@@ -115,8 +115,7 @@ def protocol_of(record: Record) -> str:
 LAYER_METRIC = re.compile(r"L(\d+)/(.+)")  # how jobs.log_metrics names a layer's metric
 # jobs.log_metrics' history rows (a metric against the step metric `layer`): the summary may hold their
 # last row, which is no metric of the run.
-HISTORY_ONLY = re.compile(r"layer|per_layer/.+")
-TIMINGS = "timings/"  # jobs.log_metrics' summary keys of a job's timings
+HISTORY_ONLY = re.compile(rf"layer|{PER_LAYER}/.+")
 
 
 def wandb_layer_records(run: Any) -> list[Record]:

@@ -27,15 +27,12 @@ import shlex
 from pathlib import Path
 from typing import Any, Iterable
 
-from poolbench.records import Record
+from poolbench.records import PER_LAYER, TIMINGS, Record
 from poolbench.report.collect import read_local
 
 SPEC_VERSION = 1
 SPEC_FILE = "dashboard.json"
 PROJECT = "poolbench"  # conf/logger/wandb.yaml's project
-# What jobs.log_metrics logs (report/ reads records, never jobs; a test holds them equal):
-PER_LAYER = "per_layer"  # history keys against the step metric `layer`
-TIMINGS = "timings"  # summary keys of a job's timings
 
 
 def line(title: str, y: list[str], groupby: str | None = None) -> dict[str, Any]:
