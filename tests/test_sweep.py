@@ -102,6 +102,11 @@ def test_the_catalog_lists_backbones_and_tasks_with_what_is_installed(tmp_path):
     for name in ("minilm-l6", "smollm2-135m", "bert-base-uncased", "banking77", "nsp_bbc", "sst2"):
         assert name in result.stdout
     assert "encoder_nsp" in result.stdout and "decoder" in result.stdout
+    # Every mode and readout a job can run, each with what its config says it is.
+    for name in ("diagnose", "probe", "finetune", "attention", "mean_nosink", "prompt_last", "label_words",
+                 "weighted_mean", "cls_mean", "first_last_avg", "pooler"):
+        assert name in result.stdout
+    assert "h_0: the final state of the first real token" in result.stdout
 
 
 def test_an_out_of_range_value_stops_before_any_work_with_a_one_line_reason(poolbench_cli, tmp_path):

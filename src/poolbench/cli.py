@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from poolbench import backbones, tasks
@@ -118,8 +120,26 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     return table
 
 
+def option_rows(group: str) -> list[dict[str, str]]:
+    """Every option of a config group (conf/<group>/*.yaml), named with the first sentence of the comment
+    that opens its file: what it is, in the words its config gives it."""
+    rows = []
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("# ").strip())
+        # The first sentence: up to a full stop before a capital ("et al. 2023" and "q . h" go on).
+        sentence = re.split(r"\.\s+(?=[A-Z])", " ".join(comment), maxsplit=1)[0].rstrip(".")
+        # Escaped: "[h_0 ; mean]" is text, not rich markup.
+        rows.append({"name": path.stem, "note": escape(sentence + ".") if sentence else ""})
+    return rows
+
+
 def catalog(argv: list[str] | None = None) -> None:
-    """`poolbench-catalog`: every backbone and task option, whether it is installed here, its size."""
+    """`poolbench-catalog`: every backbone and task option, whether it is installed here, its size; every
+    mode and readout."""
     parser = argparse.ArgumentParser(prog="poolbench-catalog", description=catalog.__doc__)
     parser.add_argument("--cache-dir", default=os.environ.get("POOLBENCH_CACHE", PathsConfig.cache_dir),
                         help="where prepared tasks and converted backbones are cached (default: %(default)s)")
@@ -136,3 +156,5 @@ def catalog(argv: list[str] | None = None) -> None:
                  for row in tasks.catalog_rows(None if args.quick else cache_dir)]
     console.print(_table("Tasks (task=<name>)", task_rows,
                          ["name", "source", "installed", "train", "validation", "test", "labels", "pair", "note"]))
+    console.print(_table("Modes (mode=<name>)", option_rows("mode"), ["name", "note"]))
+    console.print(_table("Readouts (pooling=<name>)", option_rows("pooling"), ["name", "note"]))
