@@ -10,6 +10,7 @@ and one finished run copied into a second sweep dir.
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 from dataclasses import asdict
@@ -253,6 +254,29 @@ def test_the_multirun_callback_writes_a_report_into_the_sweep_dir(tmp_path, fast
     assert (tmp_path / "results" / "REPORT.md").read_text() == report
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(
         p.name for p in (tmp_path / "report").iterdir())
+
+
+def test_a_relaunched_sweep_copies_the_report_its_unchanged_records_built_and_rebuilds_otherwise(
+        tmp_path, fast_records, monkeypatch):
+    collect = importlib.import_module("poolbench.report.collect")  # the module (the package exports a function so named)
+    monkeypatch.setattr(collect, "git_commit", lambda: "abc1234")  # a clean checkout
+    for pooling in ("cls", "mean"):
+        write_run(tmp_path / "sweep1" / f"0_{pooling}", "enc-a", "t0", pooling, seed=0)
+    MultirunReport(out=str(tmp_path / "results")).on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep1")}}}))
+    (tmp_path / "results" / "built-once").touch()  # only a copy of results/ carries it to a sweep dir
+
+    def relaunch(sweep: str, **thresholds) -> set[str]:
+        shutil.copytree(tmp_path / "sweep1", tmp_path / sweep, ignore=shutil.ignore_patterns("report"))
+        MultirunReport(out=str(tmp_path / "results"), sink=thresholds).on_multirun_end(
+            OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / sweep)}}}))
+        return {path.name for path in (tmp_path / sweep / "report").iterdir()}
+
+    # The same records, settings and code: copied. A threshold changed, or uncommitted code: built.
+    assert "built-once" in relaunch("sweep2")
+    assert "built-once" not in relaunch("sweep3", min_decodable=0.25)
+    monkeypatch.setattr(collect, "git_commit", lambda: "abc1234+dirty")
+    assert "built-once" not in relaunch("sweep4") and "INPUTS.sha256" not in relaunch("sweep5")
 
 
 def test_a_sweep_without_finished_runs_reports_nothing_and_ends_with_exit_status_1(tmp_path, fast_records):

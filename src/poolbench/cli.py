@@ -4,7 +4,7 @@
 `poolbench -m <sweep> +plan=true` prints the sweep's plan (poolbench.plan) and runs nothing. Hydra's
 multirun always launches its jobs, so the entry point takes the plan flag off the command line
 before Hydra sees it, and composes the sweep as Hydra's basic sweeper does (its parser, its
-`split_arguments`, the config loader's `load_sweep_config`), each job once.
+`split_arguments`; poolbench.composition in place of the config loader's `load_sweep_config`).
 
 This module holds the error policy only; jobs.py owns what a job does.
 """
@@ -75,19 +75,21 @@ def run(cfg: DictConfig) -> None:
 
 def sweep_configs(overrides: list[str]) -> list[DictConfig]:
     """Every job config of the sweep `overrides` describes (with the experiment's hydra.sweeper.params),
-    composed once each, in Hydra's job order."""
+    in Hydra's job order (composed as poolbench.composition does: once per combination of config groups)."""
     from hydra import initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from poolbench.composition import SweepComposer
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="poolbench"):
         hydra_app = GlobalHydra.instance().hydra
         base = hydra_app.compose_config("config", overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False)
         params = [f"{key}={value}" for key, value in (base.hydra.sweeper.params or {}).items()]
         parsed = OverridesParser.create(config_loader=hydra_app.config_loader).parse_overrides(params + overrides)
-        return [hydra_app.config_loader.load_sweep_config(base, list(job))
-                for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        composer = SweepComposer(hydra_app.config_loader, base)
+        return [composer.compose(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def plan(overrides: list[str]) -> int:

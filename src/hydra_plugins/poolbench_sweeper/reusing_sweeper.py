@@ -3,9 +3,10 @@ that a job whose every run is finished (poolbench.jobs.finished_job) is not laun
 sweeper copies its records into its job dir itself and launches the other jobs of the batch in one
 call (so a launcher's parallelism, a SLURM array say, is kept). Launched jobs are numbered first, in
 sweep order, reused ones after them: job numbers stay unique, and a job dir keeps its overrides in
-its name (`<number>_<overrides>`). Each job is composed once here, as the basic sweeper composes it to check it;
-a launched job is composed once more by its launcher. So a re-launched finished study costs imports
-and one composition per job, whatever the launcher (its workers are never started). The records are
+its name (`<number>_<overrides>`). Jobs are composed here to check them (poolbench.composition: Hydra's
+config, composed once per combination of config-group choices); a launched job is composed once more by
+its launcher. So a re-launched finished study costs imports and one composition per combination of
+config groups, whatever the launcher (its workers are never started). The records are
 those the job itself would have reused; the end-of-sweep summary counts them as reused.
 
 Hydra loads sweepers from the `hydra_plugins` package only, hence this module's place.
@@ -29,6 +30,7 @@ log = logging.getLogger("poolbench")
 
 class ReusingSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
+        from poolbench.composition import SweepComposer
         from poolbench.jobs import finished_job, reuse_job
 
         params = self._parse_config() + list(arguments)
@@ -38,11 +40,11 @@ class ReusingSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns: list[Sequence[JobReturn]] = []
+        composer = SweepComposer(self.hydra_context.config_loader, self.config)
         first = 0
         while not self.is_done():
             batch = self.get_job_batch()
-            jobs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                    for overrides in batch]
+            jobs = [composer.compose(overrides) for overrides in batch]
             finished = [finished_job(job) for job in jobs]
             to_launch = [overrides for overrides, records in zip(batch, finished) if records is None]
             number = first + len(to_launch)

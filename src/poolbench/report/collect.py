@@ -7,6 +7,8 @@ else; the runs table flattens them into one row per run for the statistics.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from dataclasses import asdict, astuple, dataclass, field, replace
@@ -17,7 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from poolbench.records import FACTORS, PER_LAYER, RECORD_FILE, TIMINGS, Factors, Record, read_predictions, read_record
+from poolbench.records import (FACTORS, PER_LAYER, RECORD_FILE, TIMINGS, Factors, Record, git_commit, read_predictions,
+                               read_record)
 from poolbench.report.naming import METRICS
 
 
@@ -305,3 +308,15 @@ def sweep_commands(roots: Iterable[Path]) -> list[str]:
             overrides = yaml.safe_load(path.read_text())["hydra"]["overrides"]["task"]
             commands.append(f"`{shlex.join(['poolbench', '-m', *overrides])}` → `{path.parent}`")
     return commands
+
+
+def inputs_fingerprint(records: list[Record], settings: Any) -> str | None:
+    """What a report is built from, as one hash: every record (but where it was copied from), the report's
+    settings (thresholds, margin) and the commit of the code that builds it. None where that code is not
+    a clean checkout (uncommitted changes may change the report: it is always rebuilt)."""
+    commit = git_commit()
+    if commit is None or commit.endswith("+dirty"):
+        return None
+    runs = sorted(json.dumps({key: value for key, value in record.to_json().items() if key != "reused_from"},
+                             sort_keys=True, default=str) for record in records)
+    return hashlib.sha256(json.dumps([commit, repr(settings), runs]).encode()).hexdigest()

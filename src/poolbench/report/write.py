@@ -28,6 +28,8 @@ into one output directory:
                     with settings run in float32 and another precision: the Precision section (report/precision.py);
                     every other table holds the float32 runs of those settings
   REPORT.md         the question, the runs, the setup, the generated verdict, caveats, tables, figures
+  INPUTS.sha256     the fingerprint of what it was built from (records, settings, code commit): a sweep
+                    that ends with the same inputs copies the report instead of building it again
 
 Every number and every sentence of the verdict is computed from the records; the statistics are
 in statistics.py, the sentences in verdict.py. This module puts the parts together, prints the
@@ -55,8 +57,8 @@ from rich.table import Table
 from poolbench.records import Record
 from poolbench.report import dashboard
 from poolbench.report.arms import arms_section
-from poolbench.report.collect import (Collection, ReportError, collect, read_all_predictions, read_local, read_wandb,
-                                      runs_table, sweep_commands)
+from poolbench.report.collect import (Collection, ReportError, collect, inputs_fingerprint, read_all_predictions,
+                                      read_local, read_wandb, runs_table, sweep_commands)
 from poolbench.report.figures import plot_accuracy, plot_layers, plot_win_tie_loss
 from poolbench.report.mechanism import mechanism_section
 from poolbench.report.equivalence import MARGIN, PERMUTATIONS
@@ -71,6 +73,7 @@ from poolbench.report.tables import (accuracy_cells, accuracy_grid, across_for_m
 from poolbench.report.verdict import QUESTION, caveats, points, verdict_lines
 
 log = logging.getLogger(__name__)
+INPUTS = "INPUTS.sha256"  # in a report dir: the fingerprint of its records, settings and code (build_report)
 console = Console(width=None if sys.stdout.isatty() else 120)  # piped: wide enough for the table
 
 
@@ -325,9 +328,24 @@ def print_to_console(collection: Collection, unavailable_predictions: list[str],
 
 
 def build_report(roots: list[Path], out: Path, title: str | None = None, commands: Iterable[str] = (),
-                 sink: SinkThresholds = SinkThresholds()) -> Path:
-    """The report of every record below `roots`, written into `out`; returns REPORT.md's path."""
-    return write_report(collect(*read_local(roots)), out, title, [*sweep_commands(roots), *commands], sink=sink)
+                 sink: SinkThresholds = SinkThresholds(), unchanged: Path | None = None) -> Path:
+    """The report of every record below `roots`, written into `out`; returns REPORT.md's path. With
+    `unchanged`, a report directory built before: when it was built from the same records, settings and
+    code (its INPUTS fingerprint), it is copied into `out` instead of built again (a study's report takes
+    a minute; a re-launched finished study changes nothing)."""
+    records, unreadable, missing = read_local(roots)
+    fingerprint = None if unreadable or missing else inputs_fingerprint(records, (sink, MARGIN, title))
+    before = Path(unchanged) / INPUTS if unchanged else None
+    if fingerprint and before and before.is_file() and before.read_text().strip() == fingerprint:
+        shutil.copytree(before.parent, out, dirs_exist_ok=True)
+        console.print(f"report: its records, settings and code are those of {before.parent}: copied, not rebuilt",
+                      markup=False)
+        return Path(out) / "REPORT.md"
+    report = write_report(collect(records, unreadable, missing), out, title, [*sweep_commands(roots), *commands],
+                          sink=sink)
+    if fingerprint:
+        (Path(out) / INPUTS).write_text(fingerprint + "\n")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,7 +423,7 @@ class MultirunReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            build_report([sweep_dir], sweep_dir / "report", sink=self.sink)
+            build_report([sweep_dir], sweep_dir / "report", sink=self.sink, unchanged=self.out)
             if self.out:  # the same report, built once (a large study's report takes a minute)
                 shutil.copytree(sweep_dir / "report", self.out, dirs_exist_ok=True)
                 console.print(f"report: {Path(self.out) / 'REPORT.md'}", markup=False)
